@@ -1,0 +1,35 @@
+# flowsci developer commands. Each target creates .venv on first use.
+#   make demo   set up and train toy2d (prints the run directory and its metrics)
+#   make test   set up and run the default test tier
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
+STAMP  := $(VENV)/.flowsci-installed
+
+.PHONY: install demo test test-slow bench-deps clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) torch==2.13.0
+	$(PIP) -e '.[test,tensorboard]'
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/flowsci train domains/toy2d.yaml
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m slow
+
+# Peer libraries for bench/ (torchcfm without its dependencies: they pull a CUDA torchvision).
+bench-deps: install
+	$(PIP) -e '.[bench]'
+	$(PIP) --no-deps torchcfm
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

@@ -1,0 +1,177 @@
+"""The ``flowsci`` command line: train, sample, eval, data make, list.
+
+User errors (missing file, bad key, unknown name, corrupt checkpoint) exit with code 2 and one
+message, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from flowsci.errors import NonFiniteLossError, UserError
+
+EXIT_USER_ERROR = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except UserError as exc:
+        print(f"flowsci: error: {exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except NonFiniteLossError as exc:
+        print(f"flowsci: training stopped: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("flowsci: interrupted; continue a training run with --resume", file=sys.stderr)
+        return 130
+
+
+def build_parser() -> argparse.ArgumentParser:
+    import flowsci
+
+    parser = argparse.ArgumentParser(prog="flowsci", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"flowsci {flowsci.__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("train", help="train a config: flowsci train CONFIG [key=value ...]")
+    p.add_argument("config", help="YAML config file, e.g. domains/toy2d.yaml")
+    p.add_argument("overrides", nargs="*", help="overrides like train.steps=200 model.width=64")
+    p.add_argument("--out", help="run directory (default: <train.out_dir>/<config name>-<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (or the newest run of this config)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p.add_argument("run", help="run directory")
+    p.add_argument("overrides", nargs="*", help="overrides of the run's config (e.g. eval.steps=10)")
+    p.add_argument("-n", "--num", type=int, default=1000, help="number of samples")
+    p.add_argument("--checkpoint", help="checkpoint file (default: the newest of the run)")
+    p.add_argument("--out", help="output .npz (default: RUN/samples/step-<N>.npz)")
+    p.set_defaults(handler=cmd_sample)
+
+    p = sub.add_parser("eval", help="evaluate a trained run and write its figures")
+    p.add_argument("run", help="run directory")
+    p.add_argument("overrides", nargs="*", help="overrides of the run's config (e.g. eval.n_samples=500)")
+    p.add_argument("--checkpoint", help="checkpoint file (default: the newest of the run)")
+    p.set_defaults(handler=cmd_eval)
+
+    p = sub.add_parser("data", help="data sets")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    q = data_sub.add_parser("make", help="generate a config's data set (HDF5)")
+    q.add_argument("config")
+    q.add_argument("overrides", nargs="*")
+    q.add_argument("--force", action="store_true", help="regenerate even if the file exists")
+    q.set_defaults(handler=cmd_data_make)
+
+    p = sub.add_parser("list", help="registered domains, models and engine components")
+    p.add_argument("what", nargs="?", default="all",
+                   help="domains | models | paths | time_samplers | couplings | losses | solvers | all")
+    p.set_defaults(handler=cmd_list)
+    return parser
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from flowsci.config import load_config
+    from flowsci.training import format_metrics, train
+
+    cfg = load_config(args.config, args.overrides)
+    result = train(cfg, args.out, resume=args.resume, progress=args.progress,
+                   config_name=Path(args.config).stem)
+    if result.metrics:
+        print(f"run: {result.run_dir}")
+        print(f"step {result.step}: {format_metrics(result.metrics)}")
+        figures = sorted((result.run_dir / "figures").glob("*.png"))
+        if figures:
+            print("figures: " + ", ".join(str(f) for f in figures))
+    return 0
+
+
+def _load_run(args: argparse.Namespace):
+    """(run, cfg, domain, data, model, checkpoint step) of a run directory."""
+    from flowsci.checkpoint import latest_checkpoint, load_checkpoint, load_model
+    from flowsci.plugins import get_domain
+    from flowsci.runs import open_run
+
+    run = open_run(args.run)
+    cfg = run.load_config(args.overrides)
+    path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run.checkpoints)
+    step = int(load_checkpoint(path)["step"])
+    model = load_model(path, ema=cfg.eval.use_ema)
+    domain = get_domain(cfg.domain)
+    return run, cfg, domain, domain.build_data(cfg), model, step
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from flowsci.atomic import atomic_write_text
+    from flowsci.training import EVAL_SEED_OFFSET, format_metrics, isolated_rng, save_figures
+
+    run, cfg, domain, data, model, step = _load_run(args)
+    with isolated_rng(cfg.seed + EVAL_SEED_OFFSET):
+        metrics = {k: float(v) for k, v in domain.evaluate(model, data, cfg).items()}
+        figures = save_figures(domain.figures(model, data, cfg), run.path / "eval" / f"step-{step:08d}")
+    out = run.path / "eval" / f"step-{step:08d}" / "metrics.json"
+    atomic_write_text(out, json.dumps({"step": step, **metrics}, indent=2) + "\n")
+    print(f"step {step}: {format_metrics(metrics)}")
+    print(f"written: {out}" + "".join(f", {f}" for f in figures))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from flowsci.atomic import atomic_open
+    from flowsci.training import seed_everything
+
+    run, cfg, domain, data, model, step = _load_run(args)
+    seed_everything(cfg.seed)
+    arrays = {k: v.detach().cpu().numpy() for k, v in domain.sample(model, data, cfg, args.num).items()}
+    out = Path(args.out) if args.out else run.path / "samples" / f"step-{step:08d}.npz"
+    with atomic_open(out, "wb") as fh:
+        np.savez(fh, **arrays)
+    print(f"{args.num} samples ({', '.join(f'{k} {v.shape}' for k, v in arrays.items())}) -> {out}")
+    return 0
+
+
+def cmd_data_make(args: argparse.Namespace) -> int:
+    from flowsci.config import load_config
+    from flowsci.plugins import get_domain
+
+    overrides = list(args.overrides) + (["data.regenerate=true"] if args.force else [])
+    cfg = load_config(args.config, overrides)
+    data = get_domain(cfg.domain).build_data(cfg)
+    if data.meta is not None:
+        meta = data.meta
+        splits = ", ".join(f"{k}: {v}" for k, v in meta.splits.items())
+        print(f"{meta.path}: {meta.name} ({splits}; fields {', '.join(meta.fields)})")
+    else:
+        sizes = ", ".join(f"{k}: {len(getattr(data, k))}" for k in ("train", "val", "test"))
+        print(f"data of domain '{cfg.domain}' ready ({sizes})")
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from flowsci.plugins import REGISTRIES
+
+    if args.what != "all" and args.what not in REGISTRIES:
+        raise UserError(f"unknown list '{args.what}'; choose one of: all, {', '.join(REGISTRIES)}")
+    for kind, registry in REGISTRIES.items():
+        if args.what in ("all", kind):
+            if args.what == "all":
+                print(f"{kind}:")
+            for name in registry.names():
+                print(f"  {name:<20} {registry.source(name)}" if args.what == "all"
+                      else f"{name:<20} {registry.source(name)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

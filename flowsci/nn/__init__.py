@@ -1,0 +1,1 @@
+"""Shared network blocks: time embeddings and MLP velocity fields."""

@@ -1,0 +1,386 @@
+"""The Trainer: one loop for every domain and objective.
+
+AdamW with warm-up + cosine/constant schedule, EMA, gradient clipping, periodic evaluation
+and figures, CSV (and optional TensorBoard) metrics, a NaN/inf guard, atomic checkpoints
+with every state needed to continue bit-for-bit (CPU, same seed), and DistributedDataParallel
+under torchrun.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import random
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from tqdm.auto import tqdm
+
+import flowsci
+from flowsci.atomic import atomic_open
+from flowsci.checkpoint import (FORMAT, checkpoint_path, list_checkpoints, load_checkpoint,
+                                prune_checkpoints, save_checkpoint)
+from flowsci.config import Config, TrainConfig, save_config
+from flowsci.distributed import DistContext, init_from_env, shutdown
+from flowsci.errors import CheckpointError, ConfigError, NonFiniteLossError, RunError
+from flowsci.metrics_log import MetricsLog
+from flowsci.plugins import Domain, get_domain
+from flowsci.runs import RunDir, latest_run_path, new_run_path
+
+EVAL_SEED_OFFSET = 10_007
+
+
+@dataclass
+class TrainResult:
+    """What a finished training run returns."""
+
+    run_dir: Path
+    step: int
+    metrics: dict[str, float]
+
+
+def lr_factor(step: int, *, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
+    """Multiplier of the base learning rate at optimizer step ``step`` (0-based)."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    if schedule == "constant":
+        return 1.0
+    progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class BatchPlan:
+    """Per-process batch indices; batch k of the run depends only on (seed, k).
+
+    Uses :class:`DistributedSampler` (one replica in a single process), so that the union of
+    the processes' k-th batches is the k-th batch of a single process with the same global
+    batch size.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, seed: int, ctx: DistContext):
+        if batch_size % ctx.world_size:
+            raise ConfigError(f"train.batch_size={batch_size} must be divisible by the number of "
+                              f"processes ({ctx.world_size})")
+        self.per_rank = batch_size // ctx.world_size
+        self.sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
+                                          shuffle=True, seed=seed, drop_last=True)
+        self.per_epoch = len(self.sampler) // self.per_rank
+        if self.per_epoch == 0:
+            raise ConfigError(f"train.batch_size={batch_size} is larger than the training set "
+                              f"({len(dataset)} samples)")
+        self._epoch, self._order = -1, []
+
+    def batch(self, k: int) -> list[int]:
+        epoch, offset = divmod(k, self.per_epoch)
+        if epoch != self._epoch:
+            self.sampler.set_epoch(epoch)
+            self._epoch, self._order = epoch, list(self.sampler)
+        return self._order[offset * self.per_rank:(offset + 1) * self.per_rank]
+
+
+class _PlannedBatches(Sampler[list[int]]):
+    def __init__(self, plan: BatchPlan, start: int, stop: int):
+        self.plan, self.start, self.stop = plan, start, stop
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (self.plan.batch(k) for k in range(self.start, self.stop))
+
+    def __len__(self) -> int:
+        return self.stop - self.start
+
+
+def collate(items: Any) -> dict[str, torch.Tensor]:
+    """A batch dict from ``__getitems__`` passes through; a list of item dicts is stacked."""
+    if isinstance(items, dict):
+        return items
+    return torch.utils.data.default_collate(items)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch RNG states as checkpoint-safe values."""
+    np_state = np.random.get_state()
+    version, internal, gauss = random.getstate()
+    state = {
+        "python": [version, list(internal), gauss],
+        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Inverse of :func:`rng_state`."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+@contextmanager
+def isolated_rng(seed: int) -> Iterator[None]:
+    """Run a block with fixed seeds, restoring the training RNG streams afterwards."""
+    saved = rng_state()
+    seed_everything(seed)
+    try:
+        yield
+    finally:
+        set_rng_state(saved)
+
+
+class Trainer:
+    """Trains ``cfg``'s domain into ``run`` (see :func:`train` for the entry point)."""
+
+    def __init__(self, cfg: Config, run: RunDir, ctx: DistContext, *, resume: bool = False,
+                 progress: bool | None = None, domain: Domain | None = None):
+        self.cfg, self.run, self.ctx = cfg, run, ctx
+        self.tc: TrainConfig = cfg.train
+        self.domain = domain or get_domain(cfg.domain)
+        self.progress = progress
+        self.device = ctx.device
+
+        seed_everything(cfg.seed)  # identical initial weights on every process
+        if ctx.is_main:
+            self.data = self.domain.build_data(cfg)
+        ctx.barrier()
+        if not ctx.is_main:
+            self.data = self.domain.build_data(cfg)
+        self.model = self.domain.build_model(cfg).to(self.device)
+        if not hasattr(self.model, "flowsci_spec"):
+            raise ConfigError(f"domain '{cfg.domain}': build_model must build through "
+                              "flowsci.plugins.build_model so that checkpoints can rebuild it")
+        self.objective = self.domain.build_objective(cfg)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.tc.lr, betas=self.tc.betas,
+                                           weight_decay=self.tc.weight_decay)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(
+            lr_factor, warmup=self.tc.warmup_steps, total=self.tc.steps, schedule=self.tc.schedule,
+            min_ratio=self.tc.min_lr_ratio))
+        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.tc.ema), use_buffers=True)
+                    if self.tc.ema > 0 else None)
+        self.wrapped = (torch.nn.parallel.DistributedDataParallel(
+            self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
+            if ctx.enabled else self.model)
+        self.step = 0
+        seed_everything(cfg.seed + 1_000_003 * ctx.rank)  # independent noise per process
+        if resume:
+            self._resume()
+        self.log = MetricsLog(run.metrics, run.tensorboard if self.tc.tensorboard else None) \
+            if ctx.is_main else None
+        if resume and self.log is not None:
+            self.log.truncate_after(self.step)
+        if ctx.is_main and not resume:
+            save_config(cfg, run.config)
+
+    # --- state ---------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to continue (the RNG states of all processes)."""
+        rng = [rng_state()]
+        if self.ctx.enabled:
+            rng = [None] * self.ctx.world_size
+            torch.distributed.all_gather_object(rng, rng_state())
+        return {
+            "format": FORMAT, "flowsci_version": flowsci.__version__, "step": self.step,
+            "domain": self.cfg.domain, "config": self.cfg.to_dict(), "world_size": self.ctx.world_size,
+            "model_spec": self.model.flowsci_spec, "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "ema": self.ema.state_dict() if self.ema is not None else None, "rng": rng,
+        }
+
+    def _resume(self) -> None:
+        saved = self.run.load_config().to_dict()
+        current = self.cfg.to_dict()
+        saved["train"].pop("steps"), current["train"].pop("steps")
+        if saved != current:
+            diffs = [f"{section}.{k}: {saved[section].get(k)!r} -> {v!r}"
+                     for section in current for k, v in (current[section].items()
+                                                          if isinstance(current[section], dict) else [])
+                     if saved.get(section, {}).get(k) != v]
+            raise RunError(f"--resume: the config differs from {self.run.config} "
+                           f"({'; '.join(diffs) or 'top-level keys'}); only train.steps may change. "
+                           "Start a new run instead")
+        found = list_checkpoints(self.run.checkpoints)
+        if not found:
+            raise CheckpointError(f"--resume: no checkpoint in {self.run.checkpoints}")
+        path = found[-1][1]
+        try:
+            state = load_checkpoint(path, map_location=self.device)
+        except CheckpointError as exc:
+            previous = [str(p) for _, p in found[:-1]]
+            hint = (f"; the previous checkpoint {previous[-1]} is intact: delete {path} to resume from it"
+                    if previous else "")
+            raise CheckpointError(f"{exc}{hint}") from None
+        if state["model_spec"] != self.model.flowsci_spec:
+            raise CheckpointError(f"{path}: model {state['model_spec']} does not match the config's "
+                                  f"{self.model.flowsci_spec}")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            if state["ema"] is None:
+                raise CheckpointError(f"{path} has no EMA state but train.ema={self.tc.ema}")
+            self.ema.load_state_dict(state["ema"])
+        if len(state["rng"]) == self.ctx.world_size:
+            set_rng_state(state["rng"][self.ctx.rank])
+        self.step = int(state["step"])
+
+    def save(self) -> Path | None:
+        """Write a checkpoint of the current step (rank 0), keeping the newest few."""
+        state = self.state_dict()
+        if not self.ctx.is_main:
+            return None
+        path = save_checkpoint(checkpoint_path(self.run.checkpoints, self.step), state)
+        prune_checkpoints(self.run.checkpoints, self.tc.keep_checkpoints)
+        return path
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    def eval_model(self) -> torch.nn.Module:
+        """The EMA weights when enabled (and eval.use_ema), otherwise the trained weights."""
+        return self.ema.module if self.ema is not None and self.cfg.eval.use_ema else self.model
+
+    def evaluate(self, figures_dir: Path | None) -> dict[str, float]:
+        """Domain metrics (and figures) on rank 0 with fixed evaluation seeds."""
+        metrics: dict[str, float] = {}
+        if self.ctx.is_main:
+            model = self.eval_model()
+            was_training = model.training
+            model.eval()
+            with isolated_rng(self.cfg.seed + EVAL_SEED_OFFSET):
+                metrics = {k: float(v) for k, v in self.domain.evaluate(model, self.data, self.cfg).items()}
+                if figures_dir is not None:
+                    save_figures(self.domain.figures(model, self.data, self.cfg), figures_dir)
+            model.train(was_training)
+            self.log.write(self.step, "eval", metrics)
+        self.ctx.barrier()
+        return metrics
+
+    # --- loop ----------------------------------------------------------------------------
+
+    def fit(self) -> TrainResult:
+        """Train from the current step to ``train.steps``; returns the final metrics."""
+        tc = self.tc
+        if self.step >= tc.steps:
+            raise RunError(f"{self.run.path} is already at step {self.step} >= train.steps={tc.steps}; "
+                           "raise train.steps to continue it")
+        plan = BatchPlan(self.data.train, tc.batch_size, self.cfg.seed, self.ctx)
+        loader = DataLoader(self.data.train, batch_sampler=_PlannedBatches(plan, self.step, tc.steps),
+                            collate_fn=collate, num_workers=self.cfg.data.num_workers,
+                            # its own generator: drawing worker seeds from the global RNG would
+                            # shift the training stream on every (re)start and break --resume
+                            generator=torch.Generator().manual_seed(self.cfg.seed))
+        show = self.progress if self.progress is not None else sys.stderr.isatty()
+        bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {self.cfg.domain}", unit="step",
+                   disable=not (show and self.ctx.is_main), dynamic_ncols=True)
+        self.model.train()
+        for batch in loader:
+            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+            loss, logs = self.objective.loss(self.wrapped, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+            mean_loss = float(self.ctx.mean(loss.detach()))
+            if not math.isfinite(mean_loss):
+                raise NonFiniteLossError(self.step + 1, mean_loss, logs)
+            self.optimizer.step()
+            self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
+            self.step += 1
+            bar.update(1)
+            if self.step % tc.log_every == 0 and self.log is not None:
+                self.log.write(self.step, "train", {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
+                                                    "grad_norm": float(grad_norm), **logs})
+                bar.set_postfix(loss=f"{mean_loss:.4g}")
+            last = self.step == tc.steps
+            if not last and tc.eval_every and self.step % tc.eval_every == 0:
+                with_figures = bool(tc.figures_every) and self.step % tc.figures_every == 0
+                metrics = self.evaluate(self.run.figures / f"step-{self.step:08d}" if with_figures else None)
+                self._say(f"step {self.step}: " + format_metrics(metrics), bar)
+            if not last and tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+                self.save()
+        bar.close()
+        metrics = self.evaluate(self.run.figures)
+        self.save()
+        if self.log is not None:
+            self.log.close()
+        return TrainResult(run_dir=self.run.path, step=self.step, metrics=metrics)
+
+    def _say(self, text: str, bar: tqdm) -> None:
+        if self.ctx.is_main:
+            bar.write(text) if not bar.disable else print(text, flush=True)
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
+
+
+def save_figures(figures: dict[str, Any], directory: Path) -> list[Path]:
+    """Save matplotlib figures as ``directory/<name>.png`` (closing pyplot-managed ones)."""
+    import matplotlib.pyplot as plt
+
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, fig in figures.items():
+        path = directory / f"{name}.png"
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def set_threads(tc: TrainConfig) -> None:
+    """Honour ``train.threads`` (else $OMP_NUM_THREADS, which torch reads itself)."""
+    if tc.threads > 0:
+        torch.set_num_threads(tc.threads)
+
+
+def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False,
+          progress: bool | None = None, config_name: str | None = None) -> TrainResult:
+    """Train ``cfg`` in a run directory: ``out`` if given, else a new one under train.out_dir.
+
+    ``resume`` continues the run in ``out`` (or the newest run of this config under
+    train.out_dir). Works in one process and under torchrun.
+    """
+    set_threads(cfg.train)
+    ctx = init_from_env(cfg.train.device)
+    try:
+        name = config_name or cfg.domain
+        if out is not None:
+            path = Path(out)
+        elif resume:
+            path = latest_run_path(cfg.train.out_dir, name) if ctx.is_main else None
+        else:
+            path = new_run_path(cfg.train.out_dir, name) if ctx.is_main else None
+        path = Path(ctx.broadcast(str(path)))
+        run = RunDir(path)
+        if resume and not run.config.is_file():
+            raise RunError(f"--resume: {path} is not a run directory (no config.yaml)")
+        if not resume and run.checkpoints.is_dir() and list_checkpoints(run.checkpoints):
+            raise RunError(f"{path} already holds a run; pass --resume to continue it or choose "
+                           "another --out")
+        return Trainer(cfg, run, ctx, resume=resume, progress=progress).fit()
+    finally:
+        shutdown(ctx)

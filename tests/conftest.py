@@ -1,0 +1,34 @@
+"""Shared fixtures: a small toy2d config and isolated data/run directories."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+TOY2D_YAML = REPO / "domains" / "toy2d.yaml"
+FLOWSCI = str(Path(sys.executable).with_name("flowsci"))
+
+# Small, fast toy2d settings shared by the spine tests.
+SMALL = ["data.n_train=2000", "data.n_val=200", "data.n_test=200", "eval.n_samples=200",
+         "eval.nfe=[1,4]", "eval.steps=20", "model.width=32", "model.depth=2",
+         "train.batch_size=64", "train.log_every=1", "train.warmup_steps=5"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Every test generates data in its own session-wide temp folder and uses one thread."""
+    data = tmp_path_factory.getbasetemp() / "data"
+    monkeypatch.setenv("FLOWSCI_DATA", str(data))
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    return data
+
+
+def subprocess_env() -> dict[str, str]:
+    """Environment for child processes: the test's data folder, one thread, no TTY bar."""
+    env = dict(os.environ)
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env

@@ -1,0 +1,94 @@
+"""Registry and plugin contract: entry points, laziness, duplicates, unknown and broken names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from importlib import metadata
+
+import pytest
+import torch
+
+from flowsci.errors import PluginError
+from flowsci.plugins import DOMAINS, MODELS, Registry, build_model, get_domain, register_domain
+
+
+def test_first_party_domain_found_through_entry_point():
+    assert "toy2d" in DOMAINS.names()
+    assert DOMAINS.source("toy2d") == "flowsci_domains.toy2d:Toy2D"
+    assert get_domain("toy2d").name == "toy2d"
+    assert "mlp_velocity" in MODELS.names()
+
+
+def test_listing_imports_no_plugin():
+    code = ("import sys; from flowsci.plugins import DOMAINS, MODELS;"
+            "names = DOMAINS.names() + MODELS.names();"
+            "assert 'toy2d' in names;"
+            "assert not any(m.startswith('flowsci_domains.toy2d') for m in sys.modules), 'listing imported toy2d';"
+            "from flowsci.plugins import get_domain; get_domain('toy2d');"
+            "assert 'flowsci_domains.toy2d' in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_unknown_name_lists_available_and_suggests():
+    with pytest.raises(PluginError, match=r"unknown domain 'toy2" r"e'.*did you mean 'toy2d'.*available: .*toy2d"):
+        DOMAINS.get("toy2e")
+
+
+def test_duplicate_registration_is_an_error_listing_names():
+    registry = Registry("widget", "flowsci.test_no_such_group")
+    registry.register("a", object())
+    with pytest.raises(PluginError, match=r"widget 'a' is already registered.*Registered: a"):
+        registry.register("a", object())
+    replacement = object()
+    assert registry.register("a", replacement, replace=True) is registry.get("a") is replacement
+
+
+def test_register_domain_rejects_taken_entry_point_name():
+    with pytest.raises(PluginError, match="already registered"):
+        register_domain(object(), name="toy2d")
+
+
+def _fake_entry_points(*eps: metadata.EntryPoint):
+    def entry_points(group: str):
+        return [ep for ep in eps if ep.group == group]
+    return entry_points
+
+
+def test_broken_entry_point_names_the_plugin(monkeypatch):
+    broken = metadata.EntryPoint("broken", "flowsci_no_such_module:Thing", "flowsci.test_group")
+    good = metadata.EntryPoint("good", "collections:OrderedDict", "flowsci.test_group")
+    monkeypatch.setattr(metadata, "entry_points", _fake_entry_points(broken, good))
+    registry = Registry("domain", "flowsci.test_group")
+    assert registry.names() == ["broken", "good"]
+    with pytest.raises(PluginError, match=r"'broken' failed to load from entry point "
+                       r"'flowsci_no_such_module:Thing'.*ModuleNotFoundError.*Other domains: good"):
+        registry.get("broken")
+    assert registry.get("good").__name__ == "OrderedDict"
+
+
+def test_conflicting_entry_points_are_an_error(monkeypatch):
+    a = metadata.EntryPoint("twin", "pkg_a:Domain", "flowsci.test_group")
+    b = metadata.EntryPoint("twin", "pkg_b:Domain", "flowsci.test_group")
+    monkeypatch.setattr(metadata, "entry_points", _fake_entry_points(a, b))
+    with pytest.raises(PluginError, match=r"'twin' is declared twice.*pkg_a:Domain.*pkg_b:Domain"):
+        Registry("domain", "flowsci.test_group").names()
+
+
+def test_code_registered_domain_needs_the_contract(monkeypatch):
+    class Incomplete:
+        name = "incomplete_for_test"
+        Settings = dict
+
+    monkeypatch.setattr(DOMAINS, "_loaded", dict(DOMAINS._loaded))  # keep the global registry clean
+    register_domain(Incomplete)
+    with pytest.raises(PluginError, match="lacks 'build_data'"):
+        get_domain("incomplete_for_test")
+
+
+def test_build_model_records_spec_and_rejects_non_plain_arguments():
+    model = build_model("mlp_velocity", {"dim": 3, "width": 8, "depth": 1})
+    assert model.flowsci_spec == {"name": "mlp_velocity", "params": {"dim": 3, "width": 8, "depth": 1}}
+    assert model(torch.zeros(4, 3), torch.zeros(4)).shape == (4, 3)
+    with pytest.raises(PluginError, match=r"model 'mlp_velocity' arguments.width is a Tensor"):
+        build_model("mlp_velocity", {"dim": 3, "width": torch.tensor(8)})
