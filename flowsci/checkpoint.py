@@ -82,10 +82,15 @@ def load_model(path: str | os.PathLike, *, ema: bool = True,
                map_location: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the registered model stored in a checkpoint and load its weights.
 
-    ``ema=True`` loads the EMA weights when the checkpoint has them. The model is in eval mode.
+    ``path`` is a checkpoint file, a ``checkpoints/`` folder or a run directory (the newest
+    checkpoint is used). ``ema=True`` loads the EMA weights when the checkpoint has them.
+    The model is in eval mode.
     """
     from flowsci.plugins import build_model
 
+    path = Path(path)
+    if path.is_dir():
+        path = latest_checkpoint(path / "checkpoints" if (path / "checkpoints").is_dir() else path)
     state = load_checkpoint(path, map_location)
     spec = state["model_spec"]
     model = build_model(spec["name"], spec["params"])

@@ -148,6 +148,7 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (),
 
     domain_raw = _section(raw, "domain", source, required=True)
     name = domain_raw.pop("name", None)
+    name = str(name) if isinstance(name, str) else name  # a plain str, also from an override
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: 'domain.name' is required (the registered domain to use)")
     try:
@@ -166,6 +167,7 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (),
 
     model_raw = _section(raw, "model", source, required=True)
     model_name = model_raw.pop("name", None)
+    model_name = str(model_name) if isinstance(model_name, str) else model_name
     if not isinstance(model_name, str) or not model_name:
         raise ConfigError(f"{source}: 'model.name' is required (see `flowsci list models`)")
     try:
@@ -213,9 +215,8 @@ def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)
-        if child is None or isinstance(child, str) and i == 0 and part in ("domain", "model"):
-            child = {} if child is None else {"name": child}
-            node[part] = child
+        if child is None:
+            child = node[part] = {}
         if not isinstance(child, dict):
             raise ConfigError(f"override '{item}': '{'.'.join(parts[:i + 1])}' is not a section")
         node = child

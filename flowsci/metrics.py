@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import ot
 import torch
+from scipy.spatial.distance import cdist
 
 
 def wasserstein(x: torch.Tensor, y: torch.Tensor, p: int = 2) -> float:
@@ -17,7 +18,9 @@ def wasserstein(x: torch.Tensor, y: torch.Tensor, p: int = 2) -> float:
         raise ValueError(f"p must be >= 1, got {p}")
     xa = x.detach().reshape(x.shape[0], -1).double().cpu().numpy()
     ya = y.detach().reshape(y.shape[0], -1).double().cpu().numpy()
-    cost = ot.dist(xa, ya, metric="euclidean") ** p
+    # Direct differences: POT's |x|^2 + |y|^2 - 2x.y expansion loses the digits of small
+    # distances between points far from the origin.
+    cost = cdist(xa, ya, "euclidean") ** p
     a = np.full(len(xa), 1.0 / len(xa))
     b = np.full(len(ya), 1.0 / len(ya))
     return float(ot.emd2(a, b, cost, numItermax=10_000_000)) ** (1.0 / p)

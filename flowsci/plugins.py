@@ -120,14 +120,15 @@ class Registry(Generic[T]):
         return self._origin.get(name) or self._scan()[name].value
 
     def register(self, name: str, obj: T, *, replace: bool = False) -> T:
-        """Register ``obj`` under ``name``; a name already in use is an error unless ``replace``."""
-        if not replace and name in self:
+        """Register ``obj`` under ``name``; a name already in use is an error unless ``replace``
+        or ``obj`` is the same definition again (a re-run notebook cell, a reloaded module)."""
+        origin = f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+        if not replace and name in self and self._origin.get(name) != origin:
             raise PluginError(
                 f"{self.kind} '{name}' is already registered (from {self.source(name)}); "
                 f"pick another name or pass replace=True. Registered: {', '.join(self.names())}")
         self._loaded[name] = obj
-        self._origin[name] = f"{getattr(obj, '__module__', '?')}:" \
-                             f"{getattr(obj, '__qualname__', type(obj).__qualname__)}"
+        self._origin[name] = origin
         return obj
 
     def get(self, name: str) -> T:

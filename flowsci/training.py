@@ -20,9 +20,9 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 import flowsci
 from flowsci.atomic import atomic_open
@@ -45,6 +45,7 @@ class TrainResult:
     run_dir: Path
     step: int
     metrics: dict[str, float]
+    checkpoint: Path | None  # the final checkpoint (None on processes other than rank 0)
 
 
 def lr_factor(step: int, *, warmup: int, total: int, schedule: str, min_ratio: float) -> float:
@@ -55,6 +56,23 @@ def lr_factor(step: int, *, warmup: int, total: int, schedule: str, min_ratio: f
         return 1.0
     progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+@torch.no_grad()
+def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor,
+               *, decay: float) -> None:
+    """EMA step with the warm-up decay min(decay, (1 + n) / (10 + n)) after n updates.
+
+    torch's ``get_ema_multi_avg_fn`` uses the full decay from the first step, so the EMA keeps
+    a large share of the initial weights for ~1/(1 - decay) steps; the warm-up removes that.
+    """
+    n = int(num_averaged)
+    d = min(decay, (1 + n) / (10 + n))
+    for avg, cur in zip(averaged, current):
+        if avg.is_floating_point():
+            avg.lerp_(cur, 1 - d)
+        else:  # integer buffers (e.g. batch-norm counters) follow the model
+            avg.copy_(cur)
 
 
 class BatchPlan:
@@ -175,7 +193,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(
             lr_factor, warmup=self.tc.warmup_steps, total=self.tc.steps, schedule=self.tc.schedule,
             min_ratio=self.tc.min_lr_ratio))
-        self.ema = (AveragedModel(self.model, multi_avg_fn=get_ema_multi_avg_fn(self.tc.ema), use_buffers=True)
+        self.ema = (AveragedModel(self.model, multi_avg_fn=functools.partial(ema_update, decay=self.tc.ema),
+                                  use_buffers=True)
                     if self.tc.ema > 0 else None)
         self.wrapped = (torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
@@ -188,8 +207,12 @@ class Trainer:
             if ctx.is_main else None
         if resume and self.log is not None:
             self.log.truncate_after(self.step)
-        if ctx.is_main and not resume:
-            save_config(cfg, run.config)
+        if ctx.is_main:
+            if not resume:
+                save_config(cfg, run.config)
+            start = f" from step {self.step}" if resume else ""
+            print(f"{cfg.domain}: training into {run.path}{start} ({ctx.world_size} process"
+                  f"{'es' if ctx.enabled else ''}, {self.device})", flush=True)
 
     # --- state ---------------------------------------------------------------------------
 
@@ -322,10 +345,10 @@ class Trainer:
                 self.save()
         bar.close()
         metrics = self.evaluate(self.run.figures)
-        self.save()
+        checkpoint = self.save()
         if self.log is not None:
             self.log.close()
-        return TrainResult(run_dir=self.run.path, step=self.step, metrics=metrics)
+        return TrainResult(run_dir=self.run.path, step=self.step, metrics=metrics, checkpoint=checkpoint)
 
     def _say(self, text: str, bar: tqdm) -> None:
         if self.ctx.is_main:

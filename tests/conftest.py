@@ -7,6 +7,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+# torch reads OMP_NUM_THREADS only at import; on these shared 2-core machines one thread is
+# much faster for small models (DESIGN.md, "Threads").
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 REPO = Path(__file__).resolve().parents[1]
 TOY2D_YAML = REPO / "domains" / "toy2d.yaml"
@@ -20,7 +25,7 @@ SMALL = ["data.n_train=2000", "data.n_val=200", "data.n_test=200", "eval.n_sampl
 
 @pytest.fixture(autouse=True)
 def _isolated_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Every test generates data in its own session-wide temp folder and uses one thread."""
+    """Generated data goes to one session-wide temp folder; child processes use one thread."""
     data = tmp_path_factory.getbasetemp() / "data"
     monkeypatch.setenv("FLOWSCI_DATA", str(data))
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
@@ -28,7 +33,5 @@ def _isolated_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 
 
 def subprocess_env() -> dict[str, str]:
-    """Environment for child processes: the test's data folder, one thread, no TTY bar."""
-    env = dict(os.environ)
-    env.setdefault("OMP_NUM_THREADS", "1")
-    return env
+    """Environment for child processes: the test's data folder and thread count."""
+    return dict(os.environ)

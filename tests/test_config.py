@@ -86,3 +86,9 @@ def test_resolved_config_round_trips(tmp_path):
     again = load_config(path)
     assert again.to_dict() == cfg.to_dict()
     assert yaml.safe_load(path.read_text())["train"]["steps"] == 123
+
+
+def test_name_overrides_are_plain_strings(tmp_path):
+    cfg = load_config(TOY2D_YAML, ["model.name=mlp_velocity", "domain.name=toy2d", "objective.path=linear"])
+    assert type(cfg.model.name) is str and type(cfg.domain) is str and type(cfg.objective.path) is str
+    assert load_config(save_config(cfg, tmp_path / "c.yaml")).to_dict() == cfg.to_dict()

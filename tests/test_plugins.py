@@ -37,11 +37,10 @@ def test_unknown_name_lists_available_and_suggests():
 
 def test_duplicate_registration_is_an_error_listing_names():
     registry = Registry("widget", "flowsci.test_no_such_group")
-    registry.register("a", object())
-    with pytest.raises(PluginError, match=r"widget 'a' is already registered.*Registered: a"):
-        registry.register("a", object())
-    replacement = object()
-    assert registry.register("a", replacement, replace=True) is registry.get("a") is replacement
+    registry.register("a", dict)
+    with pytest.raises(PluginError, match=r"widget 'a' is already registered \(from builtins:dict\).*Registered: a"):
+        registry.register("a", list)
+    assert registry.register("a", list, replace=True) is registry.get("a") is list
 
 
 def test_register_domain_rejects_taken_entry_point_name():
@@ -92,3 +91,24 @@ def test_build_model_records_spec_and_rejects_non_plain_arguments():
     assert model(torch.zeros(4, 3), torch.zeros(4)).shape == (4, 3)
     with pytest.raises(PluginError, match=r"model 'mlp_velocity' arguments.width is a Tensor"):
         build_model("mlp_velocity", {"dim": 3, "width": torch.tensor(8)})
+
+
+def test_re_running_a_registration_replaces_the_same_definition(monkeypatch):
+    monkeypatch.setattr(DOMAINS, "_loaded", dict(DOMAINS._loaded))
+    monkeypatch.setattr(DOMAINS, "_origin", dict(DOMAINS._origin))
+
+    def define():
+        class Rerun:  # the same module and qualified name each time, like a re-run notebook cell
+            name = "rerun_for_test"
+        return Rerun
+
+    first, second = define(), define()
+    register_domain(first)
+    register_domain(second)
+    assert DOMAINS.get("rerun_for_test") is second
+
+    class Other:
+        name = "rerun_for_test"
+
+    with pytest.raises(PluginError, match="already registered"):
+        register_domain(Other)

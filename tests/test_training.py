@@ -76,3 +76,20 @@ def test_existing_run_is_not_overwritten_and_resume_needs_a_run(tmp_path):
     changed = load_config(TOY2D_YAML, [*SMALL, "train.steps=4", "train.lr=0.5"])
     with pytest.raises(RunError, match=r"the config differs .*train.lr: 0.001 -> 0.5"):
         train(changed, run, resume=True, progress=False)
+
+
+def test_ema_warm_up_forgets_the_initial_weights(tmp_path):
+    """With decay 0.9999 and no warm-up the EMA would still be ~99.8% initial weights after 20
+    steps; the warm-up decay (1+n)/(10+n) leaves them a weight of 20!·10!/29! ~ 1e-6."""
+    from flowsci.plugins import build_model
+
+    cfg = load_config(TOY2D_YAML, [*SMALL, "train.steps=20", "train.ema=0.9999", "train.lr=0.01"])
+    run = train(cfg, tmp_path / "run", progress=False).run_dir
+    state = torch.load(next((run / "checkpoints").glob("*.pt")), weights_only=True)
+    torch.manual_seed(cfg.seed)  # the trainer builds the model right after seeding
+    initial = build_model("mlp_velocity", {"dim": 2, **cfg.model.params}).state_dict()
+    key = "net.0.weight"
+    raw, ema = state["model"][key], state["ema"][f"module.{key}"]
+    assert (raw - initial[key]).norm() > 0.05  # training moved the weights
+    # the EMA sits among the recent iterates, far closer to them than to the start
+    assert (ema - raw).norm() < 0.5 * (initial[key] - raw).norm()

@@ -32,6 +32,9 @@ class Toy2DSettings:
     target: DistributionName = "moons"
 
     def __post_init__(self) -> None:
+        for key in ("source", "target"):
+            if getattr(self, key) not in DISTRIBUTIONS:
+                raise ValueError(f"{key} '{getattr(self, key)}' is not one of {', '.join(DISTRIBUTIONS)}")
         if self.source == self.target:
             raise ValueError(f"source and target are both '{self.source}'; pick two different "
                              f"distributions from {', '.join(DISTRIBUTIONS)}")
