@@ -81,11 +81,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from flowsci.config import load_config
-    from flowsci.training import format_metrics, train
+    from flowsci.training import TrainingInterrupted, format_metrics, train
 
     cfg = load_config(args.config, args.overrides)
-    result = train(cfg, args.out, resume=args.resume, progress=args.progress,
-                   config_name=Path(args.config).stem)
+    try:
+        result = train(cfg, args.out, resume=args.resume, progress=args.progress,
+                       config_name=Path(args.config).stem)
+    except TrainingInterrupted as stop:
+        overrides = "".join(f" {o}" for o in args.overrides)
+        print(f"flowsci: interrupted at step {stop.step}; checkpoint {stop.checkpoint}\n"
+              f"continue with: flowsci train {args.config}{overrides} --out {stop.run_dir} --resume",
+              file=sys.stderr)
+        return 130
     if result.metrics:
         print(f"run: {result.run_dir}")
         print(f"step {result.step}: {format_metrics(result.metrics)}")

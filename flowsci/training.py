@@ -11,7 +11,9 @@ from __future__ import annotations
 import functools
 import math
 import random
+import signal
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -56,6 +58,36 @@ def lr_factor(step: int, *, warmup: int, total: int, schedule: str, min_ratio: f
         return 1.0
     progress = min(1.0, max(0.0, (step - warmup) / max(1, total - warmup)))
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped training at a step boundary after writing a checkpoint."""
+
+    def __init__(self, step: int, checkpoint: Path | None, run_dir: Path):
+        self.step, self.checkpoint, self.run_dir = step, checkpoint, run_dir
+        super().__init__(f"interrupted at step {step}; checkpoint {checkpoint}")
+
+
+@contextmanager
+def deferred_sigint(active: bool) -> Iterator[list[bool]]:
+    """While active, a first Ctrl-C only raises a flag (``flag[0]``) that the loop checks at
+    the end of a step; a second Ctrl-C interrupts at once. Inactive outside the main thread."""
+    flag = [False]
+    if not active or threading.current_thread() is not threading.main_thread():
+        yield flag
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def handler(signum: int, frame: Any) -> None:
+        if flag[0]:
+            raise KeyboardInterrupt
+        flag[0] = True
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 @torch.no_grad()
@@ -282,19 +314,20 @@ class Trainer:
         """The EMA weights when enabled (and eval.use_ema), otherwise the trained weights."""
         return self.ema.module if self.ema is not None and self.cfg.eval.use_ema else self.model
 
-    def evaluate(self, figures_dir: Path | None) -> dict[str, float]:
-        """Domain metrics (and figures) on rank 0 with fixed evaluation seeds."""
+    def evaluate(self, figures_dir: Path | None, with_metrics: bool = True) -> dict[str, float]:
+        """Domain metrics and/or figures on rank 0, with fixed evaluation seeds."""
         metrics: dict[str, float] = {}
         if self.ctx.is_main:
             model = self.eval_model()
             was_training = model.training
             model.eval()
             with isolated_rng(self.cfg.seed + EVAL_SEED_OFFSET):
-                metrics = {k: float(v) for k, v in self.domain.evaluate(model, self.data, self.cfg).items()}
+                if with_metrics:
+                    metrics = {k: float(v) for k, v in self.domain.evaluate(model, self.data, self.cfg).items()}
+                    self.log.write(self.step, "eval", metrics)
                 if figures_dir is not None:
                     save_figures(self.domain.figures(model, self.data, self.cfg), figures_dir)
             model.train(was_training)
-            self.log.write(self.step, "eval", metrics)
         self.ctx.barrier()
         return metrics
 
@@ -316,39 +349,56 @@ class Trainer:
         bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {self.cfg.domain}", unit="step",
                    disable=not (show and self.ctx.is_main), dynamic_ncols=True)
         self.model.train()
-        for batch in loader:
-            batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-            loss, logs = self.objective.loss(self.wrapped, batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-            mean_loss = float(self.ctx.mean(loss.detach()))
-            if not math.isfinite(mean_loss):
-                raise NonFiniteLossError(self.step + 1, mean_loss, logs)
-            self.optimizer.step()
-            self.scheduler.step()
-            if self.ema is not None:
-                self.ema.update_parameters(self.model)
-            self.step += 1
-            bar.update(1)
-            if self.step % tc.log_every == 0 and self.log is not None:
-                self.log.write(self.step, "train", {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
-                                                    "grad_norm": float(grad_norm), **logs})
-                bar.set_postfix(loss=f"{mean_loss:.4g}")
-            last = self.step == tc.steps
-            if not last and tc.eval_every and self.step % tc.eval_every == 0:
-                with_figures = bool(tc.figures_every) and self.step % tc.figures_every == 0
-                metrics = self.evaluate(self.run.figures / f"step-{self.step:08d}" if with_figures else None)
-                self._say(f"step {self.step}: " + format_metrics(metrics), bar)
-            if not last and tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
-                self.save()
-        bar.close()
-        metrics = self.evaluate(self.run.figures)
-        checkpoint = self.save()
-        if self.log is not None:
-            self.log.close()
+        # One process: Ctrl-C stops cleanly at a step boundary with a checkpoint. Under torchrun
+        # the processes could stop at different steps, so the default behaviour stays.
+        try:
+            with deferred_sigint(active=not self.ctx.enabled) as interrupted:
+                for batch in loader:
+                    self._train_step(batch, bar)
+                    if interrupted[0] and self.step < tc.steps:
+                        bar.close()
+                        raise TrainingInterrupted(self.step, self.save(), self.run.path)
+            bar.close()
+            metrics = self.evaluate(self.run.figures)
+            checkpoint = self.save()
+        finally:
+            if self.log is not None:
+                self.log.close()
         return TrainResult(run_dir=self.run.path, step=self.step, metrics=metrics, checkpoint=checkpoint)
+
+    def _train_step(self, batch: dict[str, torch.Tensor], bar: tqdm) -> None:
+        """One optimizer step with logging, periodic evaluation and checkpoints."""
+        tc = self.tc
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        loss, logs = self.objective.loss(self.wrapped, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        mean_loss = float(self.ctx.mean(loss.detach()))
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLossError(self.step + 1, mean_loss, logs)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.step += 1
+        bar.update(1)
+        if self.step % tc.log_every == 0 and self.log is not None:
+            self.log.write(self.step, "train", {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
+                                                "grad_norm": float(grad_norm), **logs})
+            bar.set_postfix(loss=f"{mean_loss:.4g}")
+        if self.step == tc.steps:
+            return  # the final evaluation, figures and checkpoint follow in fit()
+        with_metrics = bool(tc.eval_every) and self.step % tc.eval_every == 0
+        with_figures = bool(tc.figures_every) and self.step % tc.figures_every == 0
+        if with_metrics or with_figures:
+            metrics = self.evaluate(self.run.figures / f"step-{self.step:08d}" if with_figures else None,
+                                    with_metrics=with_metrics)
+            if metrics:
+                self._say(f"step {self.step}: " + format_metrics(metrics), bar)
+        if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+            self.save()
 
     def _say(self, text: str, bar: tqdm) -> None:
         if self.ctx.is_main:

@@ -71,36 +71,66 @@ def _train_cmd(out, *extra):
     return [FLOWSCI, "train", str(TOY2D_YAML), *RESUME_ARGS, *extra, "--out", str(out), "--no-progress"]
 
 
-def test_sigkill_then_resume_gives_the_identical_loss_curve(tmp_path):
-    env = subprocess_env()
-    reference = tmp_path / "reference"
-    subprocess.run(_train_cmd(reference), env=env, check=True, capture_output=True, timeout=300)
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run."""
+    out = tmp_path_factory.mktemp("reference") / "run"
+    subprocess.run(_train_cmd(out), env=subprocess_env(), check=True, capture_output=True, timeout=300)
+    return out
 
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+def _start_and_stop(run, sig):
+    """Start training, send ``sig`` once three checkpoints (step 75) exist, return the process."""
+    proc = subprocess.Popen(_train_cmd(run), env=subprocess_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
-    while len(list_checkpoints(killed / "checkpoints")) < 3:  # past step 75, mid-run
-        assert proc.poll() is None, f"training ended before it could be killed: {proc.stderr.read()}"
+    while len(list_checkpoints(run / "checkpoints")) < 3:
+        assert proc.poll() is None, f"training ended before it could be stopped: {proc.stderr.read()}"
         assert time.monotonic() < deadline, "no checkpoint appeared"
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    steps_before = list_checkpoints(killed / "checkpoints")[-1][0]
-    assert steps_before < 300, "the run finished before SIGKILL; make it longer"
+    os.kill(proc.pid, sig)
+    proc.wait(timeout=120)
+    assert list_checkpoints(run / "checkpoints")[-1][0] < 300, "the run finished first; make it longer"
+    return proc
 
-    resumed = subprocess.run(_train_cmd(killed, "--resume"), env=env, capture_output=True, text=True,
-                             timeout=300)
-    assert resumed.returncode == 0, resumed.stderr
 
-    ref_rows, new_rows = read_metrics(reference / "metrics.csv"), read_metrics(killed / "metrics.csv")
+def _assert_same_run(reference, run):
+    ref_rows, new_rows = read_metrics(reference / "metrics.csv"), read_metrics(run / "metrics.csv")
     ref_loss = [(s, v) for s, p, n, v in ref_rows if (p, n) == ("train", "loss")]
     new_loss = [(s, v) for s, p, n, v in new_rows if (p, n) == ("train", "loss")]
     assert [s for s, _ in new_loss] == list(range(1, 301))
     assert new_loss == ref_loss  # bit-for-bit: same floats, no duplicated or missing steps
     assert [r for r in new_rows if r[1] == "eval"] == [r for r in ref_rows if r[1] == "eval"]
     ref_state = load_checkpoint(list_checkpoints(reference / "checkpoints")[-1][1])
-    new_state = load_checkpoint(list_checkpoints(killed / "checkpoints")[-1][1])
-    for key in ref_state["model"]:
-        assert torch.equal(ref_state["model"][key], new_state["model"][key]), key
-    for key in ref_state["ema"]:
-        assert torch.equal(ref_state["ema"][key], new_state["ema"][key]), key
+    new_state = load_checkpoint(list_checkpoints(run / "checkpoints")[-1][1])
+    for part in ("model", "ema"):
+        for key in ref_state[part]:
+            assert torch.equal(ref_state[part][key], new_state[part][key]), (part, key)
+
+
+def _resume(run):
+    proc = subprocess.run(_train_cmd(run, "--resume"), env=subprocess_env(), capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "from step" in proc.stdout
+
+
+def test_sigkill_then_resume_gives_the_identical_loss_curve(reference, tmp_path):
+    run = tmp_path / "killed"
+    proc = _start_and_stop(run, signal.SIGKILL)
+    assert proc.returncode == -signal.SIGKILL
+    _resume(run)
+    _assert_same_run(reference, run)
+
+
+def test_ctrl_c_saves_a_checkpoint_and_resumes_identically(reference, tmp_path):
+    run = tmp_path / "interrupted"
+    proc = _start_and_stop(run, signal.SIGINT)
+    stderr = proc.stderr.read()
+    assert proc.returncode == 130, stderr
+    step = list_checkpoints(run / "checkpoints")[-1][0]
+    assert f"interrupted at step {step}; checkpoint" in stderr and "--resume" in stderr
+    logged = [s for s, p, n, _ in read_metrics(run / "metrics.csv") if (p, n) == ("train", "loss")]
+    assert logged[-1] == step  # the checkpoint holds the last completed step
+    _resume(run)
+    _assert_same_run(reference, run)
