@@ -235,13 +235,13 @@ class Trainer:
         seed_everything(cfg.seed + 1_000_003 * ctx.rank)  # independent noise per process
         if resume:
             self._resume()
+        if ctx.is_main and not resume:
+            save_config(cfg, run.config)
         self.log = MetricsLog(run.metrics, run.tensorboard if self.tc.tensorboard else None) \
             if ctx.is_main else None
         if resume and self.log is not None:
             self.log.truncate_after(self.step)
         if ctx.is_main:
-            if not resume:
-                save_config(cfg, run.config)
             start = f" from step {self.step}" if resume else ""
             print(f"{cfg.domain}: training into {run.path}{start} ({ctx.world_size} process"
                   f"{'es' if ctx.enabled else ''}, {self.device})", flush=True)
