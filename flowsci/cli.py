@@ -52,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run", help="run directory")
-    p.add_argument("overrides", nargs="*", help="overrides of the run's config (e.g. eval.steps=10)")
+    p.add_argument("overrides", nargs="*", help="overrides of the run's config (e.g. sample.steps=10)")
     p.add_argument("-n", "--num", type=int, default=1000, help="number of samples")
     p.add_argument("--checkpoint", help="checkpoint file (default: the newest of the run)")
     p.add_argument("--out", help="output .npz (default: RUN/samples/step-<N>.npz)")
@@ -64,6 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="checkpoint file (default: the newest of the run)")
     p.set_defaults(handler=cmd_eval)
 
+    p = sub.add_parser("reflow", help="generate (x0, x1) pairs from a trained run for reflow / distillation")
+    p.add_argument("run", help="run directory of the teacher flow")
+    p.add_argument("overrides", nargs="*", help="overrides of the run's config (e.g. sample.steps=100)")
+    p.add_argument("-n", "--num", type=int, default=20000, help="number of pairs")
+    p.add_argument("--batch-size", type=int, default=2000)
+    p.add_argument("--checkpoint", help="checkpoint file (default: the newest of the run)")
+    p.add_argument("--out", help="pair store (default: RUN/reflow/pairs-step-<N>.h5)")
+    p.set_defaults(handler=cmd_reflow)
+
     p = sub.add_parser("data", help="data sets")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     q = data_sub.add_parser("make", help="generate a config's data set (HDF5)")
@@ -74,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="registered domains, models and engine components")
     p.add_argument("what", nargs="?", default="all",
-                   help="domains | models | paths | time_samplers | couplings | losses | solvers | all")
+                   help="domains | models | paths | timesteps | couplings | losses | solvers | grids | all")
     p.set_defaults(handler=cmd_list)
     return parser
 
@@ -145,6 +154,22 @@ def cmd_sample(args: argparse.Namespace) -> int:
     with atomic_open(out, "wb") as fh:
         np.savez(fh, **arrays)
     print(f"{args.num} samples ({', '.join(f'{k} {v.shape}' for k, v in arrays.items())}) -> {out}")
+    return 0
+
+
+def cmd_reflow(args: argparse.Namespace) -> int:
+    from flowsci.flow_matching import Sampler
+    from flowsci.reflow import generate_pairs
+
+    run, cfg, domain, data, model, step = _load_run(args)
+    if not hasattr(domain, "source"):
+        raise UserError(f"domain '{cfg.domain}' has no source(cfg) distribution to draw x0 from")
+    out = Path(args.out) if args.out else run.path / "reflow" / f"pairs-step-{step:08d}.h5"
+    path = generate_pairs(model, domain.source(cfg), args.num, out, sampler=Sampler.from_config(cfg.sample),
+                          batch_size=args.batch_size, seed=cfg.seed)
+    print(f"{args.num} pairs ({cfg.sample.steps} steps of {cfg.sample.solver}) -> {path}")
+    print(f"next rectified flow:  flowsci train CONFIG data.pairs={path} objective.coupling=paired "
+          f"train.init_from={run.path}")
     return 0
 
 

@@ -2,9 +2,9 @@
 
 A config file has the sections ``domain`` (a name, or a mapping with ``name`` plus the
 domain's own ``Settings``), ``seed``, ``data``, ``model`` (``name`` of a registered model plus
-its constructor arguments), ``objective``, ``train`` and ``eval``. A domain may narrow the
-``data``/``objective``/``eval`` sections by subclassing :class:`DataConfig`,
-:class:`ObjectiveConfig` and :class:`EvalConfig`.
+its constructor arguments), ``objective``, ``sample``, ``train`` and ``eval``. A domain may
+narrow the ``data``/``objective``/``sample``/``eval`` sections by subclassing
+:class:`DataConfig`, :class:`ObjectiveConfig`, :class:`SampleConfig` and :class:`EvalConfig`.
 """
 
 from __future__ import annotations
@@ -48,6 +48,17 @@ class ObjectiveConfig:
 
 
 @dataclasses.dataclass
+class SampleConfig:
+    """How samples are drawn (evaluation, ``flowsci sample``); entries are registered names
+    or mappings ``{name: ..., <parameters>}``."""
+
+    solver: str | dict[str, Any] = "euler"
+    steps: int = 100                 # solver steps (NFE = steps x the solver's evaluations per step)
+    grid: str | dict[str, Any] = "uniform"
+    guidance: float = 1.0            # classifier-free guidance weight w (1: conditional, 0: unconditional)
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Optimisation, logging and checkpointing."""
 
@@ -70,6 +81,7 @@ class TrainConfig:
     device: str = "cpu"              # cpu | cuda | cuda:N | auto
     threads: int = 0                 # torch intra-op threads; 0: $OMP_NUM_THREADS or torch's default
     tensorboard: bool = False
+    init_from: str | None = None     # checkpoint or run directory whose model weights start training
 
 
 @dataclasses.dataclass
@@ -80,9 +92,11 @@ class EvalConfig:
     use_ema: bool = True             # evaluate the EMA weights when train.ema > 0
 
 
-SECTION_BASES: dict[str, type] = {"data": DataConfig, "objective": ObjectiveConfig, "eval": EvalConfig}
-SECTION_ATTRS = {"data": "DataSettings", "objective": "ObjectiveSettings", "eval": "EvalSettings"}
-TOP_KEYS = ("domain", "seed", "data", "model", "objective", "train", "eval")
+SECTION_BASES: dict[str, type] = {"data": DataConfig, "objective": ObjectiveConfig,
+                                  "sample": SampleConfig, "eval": EvalConfig}
+SECTION_ATTRS = {"data": "DataSettings", "objective": "ObjectiveSettings",
+                 "sample": "SampleSettings", "eval": "EvalSettings"}
+TOP_KEYS = ("domain", "seed", "data", "model", "objective", "sample", "train", "eval")
 
 
 @dataclasses.dataclass
@@ -95,6 +109,7 @@ class Config:
     seed: int = 0
     data: DataConfig = dataclasses.field(default_factory=DataConfig)
     objective: ObjectiveConfig = dataclasses.field(default_factory=ObjectiveConfig)
+    sample: SampleConfig = dataclasses.field(default_factory=SampleConfig)
     train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
     eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
     source: str = "<dict>"           # the file it came from (not saved)
@@ -107,6 +122,7 @@ class Config:
             "data": _plain(self.data),
             "model": {"name": self.model.name, **_plain(self.model.params)},
             "objective": _plain(self.objective),
+            "sample": _plain(self.sample),
             "train": _plain(self.train),
             "eval": _plain(self.eval),
         }

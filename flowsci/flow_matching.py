@@ -1,79 +1,135 @@
-"""The flow-matching objective, composed from a path, a time sampler, a coupling and a loss."""
+"""The flow-matching objective and the sampler: the two objects a domain composes.
+
+:class:`FlowMatching` composes a path, a coupling, a timestep sampler, a loss and optional
+condition dropout (classifier-free guidance); :class:`Sampler` composes a solver, a time grid
+and a guidance weight. Both are built from YAML (``objective:`` and ``sample:`` sections)
+through the registries, or directly in Python.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
 
-from flowsci.config import ObjectiveConfig
+from flowsci.config import ObjectiveConfig, SampleConfig
 from flowsci.couplings import Coupling
+from flowsci.grids import reverse
+from flowsci.guidance import ConditionDropout, GuidedVelocity
 from flowsci.losses import Loss
-from flowsci.paths import AffinePath
-from flowsci.plugins import COUPLINGS, LOSSES, PATHS, SOLVERS, TIME_SAMPLERS
-from flowsci.solvers import Solver, SolverResult, VelocityFn, uniform_grid
+from flowsci.plugins import COUPLINGS, GRIDS, LOSSES, PATHS, SOLVERS, TIME_SAMPLERS
+from flowsci.solvers import Solver, SolverResult, VelocityFn
 from flowsci.sources import Source
 from flowsci.timesteps import TimeSampler
 
 
 @dataclasses.dataclass
 class FlowMatchingConfig(ObjectiveConfig):
-    """YAML ``objective:`` section of flow matching; each entry is a registered name or
-    a mapping ``{name: ..., <parameters>}``."""
+    """YAML ``objective:`` section of flow matching; each component is a registered name or a
+    mapping ``{name: ..., <parameters>}`` (see ``flowsci list``)."""
 
     path: str | dict[str, Any] = "linear"
-    time_sampler: str | dict[str, Any] = "uniform"
+    timesteps: str | dict[str, Any] = "uniform"
     coupling: str | dict[str, Any] = "independent"
     loss: str | dict[str, Any] = "mse"
+    p_uncond: float = 0.0            # condition dropout for classifier-free guidance
 
 
 class FlowMatching:
-    """Regress ``model(x_t, t, **extras)`` on the path velocity dx_t.
+    """Regress ``model(x_t, t, **cond)`` on the path velocity dx_t.
 
     A batch is a dict with the target ``x1`` (B, *D), optionally the source ``x0`` (otherwise
-    drawn from ``source``), and any per-sample extras (conditions), which are passed to the
-    model as keyword arguments and travel with x1 through the coupling.
+    drawn from ``source``), and per-sample conditions (B, ...) passed to the model as keyword
+    arguments; conditions travel with x1 through the coupling.
     """
 
-    def __init__(self, path: AffinePath, time_sampler: TimeSampler, coupling: Coupling,
-                 loss: Loss, source: Source | None = None):
-        self.path, self.time_sampler, self.coupling, self.loss_fn = path, time_sampler, coupling, loss
-        self.source = source
+    def __init__(self, path: Any, timesteps: TimeSampler, coupling: Coupling, loss: Loss,
+                 source: Source | None = None, dropout: ConditionDropout | None = None):
+        self.path, self.timesteps, self.coupling, self.loss_fn = path, timesteps, coupling, loss
+        self.source, self.dropout = source, dropout
 
     @classmethod
-    def from_config(cls, cfg: FlowMatchingConfig, source: Source | None = None) -> FlowMatching:
-        """Build each component from its registry."""
+    def from_config(cls, cfg: FlowMatchingConfig, source: Source | None = None,
+                    null: Mapping[str, float | int] | None = None) -> FlowMatching:
+        """Build each component from its registry; ``null`` gives the null value of each
+        condition for classifier-free guidance (needed when ``cfg.p_uncond > 0``)."""
+        dropout = None
+        if cfg.p_uncond > 0:
+            if not null:
+                from flowsci.errors import ConfigError
+
+                raise ConfigError("objective.p_uncond > 0 needs a conditional domain (one that "
+                                  "declares the null value of its conditions)")
+            dropout = ConditionDropout(cfg.p_uncond, null)
         return cls(path=PATHS.create(cfg.path, "objective.path"),
-                   time_sampler=TIME_SAMPLERS.create(cfg.time_sampler, "objective.time_sampler"),
+                   timesteps=TIME_SAMPLERS.create(cfg.timesteps, "objective.timesteps"),
                    coupling=COUPLINGS.create(cfg.coupling, "objective.coupling"),
                    loss=LOSSES.create(cfg.loss, "objective.loss"),
-                   source=source)
+                   source=source, dropout=dropout)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, float]]:
         x1 = batch["x1"]
         x0 = batch.get("x0")
         if x0 is None:
+            if self.coupling.needs_batch_x0:
+                raise ValueError(f"{type(self.coupling).__name__} pairs stored (x0, x1): the batch needs "
+                                 "an 'x0' (e.g. data.pairs = a reflow pair store)")
             if self.source is None:
                 raise ValueError("the batch has no 'x0' and the objective has no source distribution")
             x0 = self.source.sample(x1.shape[0], device=x1.device).to(x1.dtype)
-        extras = {k: v for k, v in batch.items() if k not in ("x0", "x1")}
-        x0, x1, extras = self.coupling(x0, x1, extras)
-        t = self.time_sampler(x1.shape[0], device=x1.device).to(x1.dtype)
+        cond = {k: v for k, v in batch.items() if k not in ("x0", "x1")}
+        x0, x1, cond = self.coupling(x0, x1, cond)
+        if self.dropout is not None:
+            cond = self.dropout(cond)
+        t = self.timesteps(x1.shape[0], device=x1.device).to(x1.dtype)
         sample = self.path.sample(x0, x1, t)
-        per_sample = self.loss_fn(model(sample.x_t, t, **extras), sample.dx_t, t)
+        t = sample.t  # a path may move t off a singular end point by one machine epsilon
+        pred = model(sample.x_t, t, **cond)
+        context = {"x_t": sample.x_t, "path": self.path} if self.loss_fn.needs_path else {}
+        per_sample = self.loss_fn(pred, sample.dx_t, t, **context)
         return per_sample.mean(), {}
 
 
-def velocity_of(model: torch.nn.Module, **extras: torch.Tensor) -> VelocityFn:
-    """The model as an ODE right-hand side v(x, t) with fixed conditions."""
-    return lambda x, t: model(x, t, **extras)
+class Sampler:
+    """Transport source samples to t = 1 (``sample``) or data back to t = 0 (``invert``)."""
+
+    def __init__(self, solver: Solver, steps: int = 100, grid: Callable[[int], torch.Tensor] | None = None,
+                 guidance: float = 1.0, null: Mapping[str, float | int] | None = None):
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        self.solver, self.steps, self.guidance = solver, steps, guidance
+        self.grid = grid if grid is not None else GRIDS.create("uniform", "sample.grid")
+        self.null = dict(null or {})
+
+    @classmethod
+    def from_config(cls, cfg: SampleConfig, null: Mapping[str, float | int] | None = None) -> Sampler:
+        return cls(solver=SOLVERS.create(cfg.solver, "sample.solver"), steps=cfg.steps,
+                   grid=GRIDS.create(cfg.grid, "sample.grid"), guidance=cfg.guidance, null=null)
+
+    def velocity(self, model: torch.nn.Module, **cond: torch.Tensor) -> VelocityFn:
+        """The (guided, when conditions and a weight != 1 are given) velocity v(x, t)."""
+        if cond and self.guidance != 1.0:
+            return GuidedVelocity(model, self.guidance, cond, self.null)
+        return lambda x, t: model(x, t, **cond)
+
+    def sample(self, model: torch.nn.Module, x0: torch.Tensor, *, steps: int | None = None,
+               trajectory: bool = False, **cond: torch.Tensor) -> SolverResult:
+        """x0: (B, *D) at t = 0 -> SolverResult with x at t = 1."""
+        return self.solver.integrate(self.velocity(model, **cond), x0, self.grid(steps or self.steps),
+                                     trajectory=trajectory)
+
+    def invert(self, model: torch.nn.Module, x1: torch.Tensor, *, steps: int | None = None,
+               trajectory: bool = False, **cond: torch.Tensor) -> SolverResult:
+        """x1: (B, *D) at t = 1 -> SolverResult with x at t = 0 (the same grid, reversed)."""
+        return self.solver.integrate(self.velocity(model, **cond), x1, reverse(self.grid(steps or self.steps)),
+                                     trajectory=trajectory)
 
 
-def sample(model: torch.nn.Module, x0: torch.Tensor, *, steps: int = 100,
-           solver: Solver | str = "euler", trajectory: bool = False,
-           **extras: torch.Tensor) -> SolverResult:
-    """Transport source samples x0 (B, *D) to t = 1 with ``steps`` solver steps."""
+def sample(model: torch.nn.Module, x0: torch.Tensor, *, steps: int = 100, solver: Solver | str = "euler",
+           trajectory: bool = False, **cond: torch.Tensor) -> SolverResult:
+    """Shortcut: transport x0 (B, *D) to t = 1 with ``steps`` steps of ``solver`` on a uniform grid."""
     solver = SOLVERS.create(solver, "solver") if isinstance(solver, str) else solver
-    return solver.integrate(velocity_of(model, **extras), x0, uniform_grid(steps), trajectory=trajectory)
+    return Sampler(solver, steps).sample(model, x0, trajectory=trajectory, **cond)

@@ -40,9 +40,9 @@ class Domain(Protocol):
     """What a domain plugin provides. Subclass :class:`DomainBase` for the defaults.
 
     ``Settings`` is the dataclass of the YAML ``domain:`` section. A domain may also narrow
-    the ``data``, ``objective`` and ``eval`` sections by subclassing the base dataclasses of
-    :mod:`flowsci.config` and naming them ``DataSettings``, ``ObjectiveSettings`` and
-    ``EvalSettings``.
+    the ``data``, ``objective``, ``sample`` and ``eval`` sections by subclassing the base
+    dataclasses of :mod:`flowsci.config` and naming them ``DataSettings``,
+    ``ObjectiveSettings``, ``SampleSettings`` and ``EvalSettings``.
     """
 
     name: str
@@ -185,13 +185,15 @@ class Registry(Generic[T]):
 DOMAINS: Registry[Any] = Registry("domain", "flowsci.domains")
 MODELS: Registry[Callable[..., torch.nn.Module]] = Registry("model", "flowsci.models")
 PATHS: Registry[Any] = Registry("path", "flowsci.paths")
-TIME_SAMPLERS: Registry[Any] = Registry("time sampler", "flowsci.time_samplers")
+TIME_SAMPLERS: Registry[Any] = Registry("time sampler", "flowsci.timesteps")
 COUPLINGS: Registry[Any] = Registry("coupling", "flowsci.couplings")
 LOSSES: Registry[Any] = Registry("loss", "flowsci.losses")
 SOLVERS: Registry[Any] = Registry("solver", "flowsci.solvers")
+GRIDS: Registry[Any] = Registry("time grid", "flowsci.grids")
+COSTS: Registry[Any] = Registry("coupling cost", "flowsci.costs")
 REGISTRIES: dict[str, Registry[Any]] = {
-    "domains": DOMAINS, "models": MODELS, "paths": PATHS, "time_samplers": TIME_SAMPLERS,
-    "couplings": COUPLINGS, "losses": LOSSES, "solvers": SOLVERS,
+    "domains": DOMAINS, "models": MODELS, "paths": PATHS, "timesteps": TIME_SAMPLERS,
+    "couplings": COUPLINGS, "costs": COSTS, "losses": LOSSES, "solvers": SOLVERS, "grids": GRIDS,
 }
 
 

@@ -219,6 +219,8 @@ class Trainer:
         if not hasattr(self.model, "flowsci_spec"):
             raise ConfigError(f"domain '{cfg.domain}': build_model must build through "
                               "flowsci.plugins.build_model so that checkpoints can rebuild it")
+        if self.tc.init_from and not resume:
+            self._init_weights(self.tc.init_from)
         self.objective = self.domain.build_objective(cfg)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.tc.lr, betas=self.tc.betas,
                                            weight_decay=self.tc.weight_decay)
@@ -298,6 +300,17 @@ class Trainer:
         if len(state["rng"]) == self.ctx.world_size:
             set_rng_state(state["rng"][self.ctx.rank])
         self.step = int(state["step"])
+
+    def _init_weights(self, source: str) -> None:
+        """Start from the weights (EMA when present) of another run's checkpoint (reflow,
+        fine-tuning); the model spec must match."""
+        from flowsci.checkpoint import load_model
+
+        donor = load_model(source, ema=True)
+        if donor.flowsci_spec != self.model.flowsci_spec:
+            raise ConfigError(f"train.init_from={source}: its model {donor.flowsci_spec} differs from "
+                              f"this config's {self.model.flowsci_spec}")
+        self.model.load_state_dict(donor.state_dict())
 
     def save(self) -> Path | None:
         """Write a checkpoint of the current step (rank 0), keeping the newest few."""

@@ -19,7 +19,7 @@ FLOWSCI = str(Path(sys.executable).with_name("flowsci"))
 
 # Small, fast toy2d settings shared by the spine tests.
 SMALL = ["data.n_train=2000", "data.n_val=200", "data.n_test=200", "eval.n_samples=200",
-         "eval.nfe=[1,4]", "eval.steps=20", "model.width=32", "model.depth=2",
+         "eval.steps=[1,4]", "sample.steps=20", "model.width=32", "model.depth=2",
          "train.batch_size=64", "train.log_every=1", "train.warmup_steps=5"]
 
 

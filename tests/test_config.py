@@ -25,11 +25,11 @@ def test_yaml_becomes_typed_sections():
 
 def test_overrides_are_coerced_to_the_field_types():
     cfg = load_config(TOY2D_YAML, ["train.steps=200", "train.lr=3e-4", "train.tensorboard=true",
-                                   "eval.nfe=[2, 8]", "model.width=64", "domain.source=gaussian",
+                                   "eval.steps=[2, 8]", "model.width=64", "domain.source=gaussian",
                                    "data.path=null", "train.betas=[0.8,0.9]", "seed=7"])
     assert cfg.train.steps == 200 and cfg.train.lr == pytest.approx(3e-4)
     assert cfg.train.tensorboard is True
-    assert cfg.eval.nfe == [2, 8]
+    assert cfg.eval.steps == [2, 8]
     assert cfg.model.params["width"] == 64 and isinstance(cfg.model.params["width"], int)
     assert cfg.settings.source == "gaussian"
     assert cfg.data.path is None and cfg.train.betas == (0.8, 0.9) and cfg.seed == 7

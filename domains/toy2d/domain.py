@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 
 from flowsci.config import Config, DataConfig, EvalConfig
 from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
-from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, sample
-from flowsci.metrics import straightness, wasserstein
+from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
+from flowsci.metrics import straightness, transport_cost, wasserstein
 from flowsci.plugins import DomainBase, build_model
 from flowsci_domains.toy2d.distributions import DISTRIBUTIONS, DistributionSource
 
@@ -47,16 +47,16 @@ class Toy2DData(DataConfig):
     n_train: int = 20_000
     n_val: int = 1_000
     n_test: int = 1_000
+    pairs: str | None = None         # a reflow pair store (flowsci reflow): train on its (x0, x1)
 
 
 @dataclasses.dataclass
 class Toy2DEval(EvalConfig):
-    """W2 at each Euler step count in ``nfe``; straightness and plots with ``steps`` steps."""
+    """W2 after each step count in ``steps`` of the ``sample:`` solver; the main metrics
+    (w2, straightness, figures) use ``sample.steps``."""
 
     n_samples: int = 1_000
-    solver: str = "euler"
-    nfe: list[int] = dataclasses.field(default_factory=lambda: [1, 4, 16])
-    steps: int = 100
+    steps: list[int] = dataclasses.field(default_factory=lambda: [1, 4, 16])
     n_trajectories: int = 256
 
 
@@ -95,8 +95,12 @@ class Toy2D(DomainBase):
         if cfg.data.regenerate or not path.exists():
             self.make_data(cfg)
         # Training pairs fresh source samples with stored targets (independent coupling over an
-        # infinite source); val/test keep their fixed source samples for evaluation.
-        train = {"x1": load_split(path, "train", ["x1"])["x1"]}
+        # infinite source), or the stored pairs of a reflow pair store; val/test keep their fixed
+        # source samples for evaluation.
+        if cfg.data.pairs:
+            train = load_split(cfg.data.pairs, "train", ["x0", "x1"])
+        else:
+            train = {"x1": load_split(path, "train", ["x1"])["x1"]}
         return DataSplits(train=InMemoryDataset(train),
                           val=InMemoryDataset(load_split(path, "val", ["x0", "x1"])),
                           test=InMemoryDataset(load_split(path, "test", ["x0", "x1"])),
@@ -108,32 +112,37 @@ class Toy2D(DomainBase):
         return build_model(cfg.model.name, {"dim": 2, **cfg.model.params})
 
     def build_objective(self, cfg: Config) -> FlowMatching:
-        return FlowMatching.from_config(cfg.objective, source=DistributionSource(cfg.settings.source))
+        return FlowMatching.from_config(cfg.objective, source=self.source(cfg))
 
     # --- evaluation ----------------------------------------------------------------------
 
     def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, float]:
-        ev = cfg.eval
-        x0, x1 = self._test_pairs(data, ev.n_samples)
+        sampler = Sampler.from_config(cfg.sample)
+        x0, x1 = self._test_pairs(data, cfg.eval.n_samples)
         metrics = {}
-        for steps in sorted(set(ev.nfe)):
-            result = sample(model, x0, steps=steps, solver=ev.solver)
+        for steps in sorted(set(cfg.eval.steps)):
+            result = sampler.sample(model, x0, steps=steps)
             metrics[f"w2_nfe{result.nfe}"] = wasserstein(result.x, x1)
-        result = sample(model, x0, steps=ev.steps, solver=ev.solver, trajectory=True)
+        result = sampler.sample(model, x0, trajectory=True)
         metrics["w2"] = wasserstein(result.x, x1)
         metrics["straightness"] = straightness(result.trajectory)
+        metrics["transport_cost"] = transport_cost(x0, result.x)
         metrics["w2_floor"] = wasserstein(_tensor(data.val, "x1")[: len(x1)], x1)
         return metrics
 
     def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
         x0, x1 = self._test_pairs(data, cfg.eval.n_samples)
-        result = sample(model, x0, steps=cfg.eval.steps, solver=cfg.eval.solver, trajectory=True)
+        result = Sampler.from_config(cfg.sample).sample(model, x0, trajectory=True)
         return {"samples": samples_figure(x0, result.x, x1, cfg),
                 "trajectories": trajectories_figure(result.trajectory[:, : cfg.eval.n_trajectories], x1, cfg)}
 
+    def source(self, cfg: Config) -> DistributionSource:
+        """The source distribution (t = 0)."""
+        return DistributionSource(cfg.settings.source)
+
     def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int) -> dict[str, torch.Tensor]:
-        x0 = DistributionSource(cfg.settings.source).sample(n)
-        return {"x0": x0, "x1": sample(model, x0, steps=cfg.eval.steps, solver=cfg.eval.solver).x}
+        x0 = self.source(cfg).sample(n)
+        return {"x0": x0, "x1": Sampler.from_config(cfg.sample).sample(model, x0).x}
 
     @staticmethod
     def _test_pairs(data: DataSplits, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,12 +153,16 @@ def _tensor(dataset: InMemoryDataset, key: str) -> torch.Tensor:
     return dataset.tensors[key]
 
 
+def _name(spec: str | dict) -> str:
+    return spec if isinstance(spec, str) else spec["name"]
+
+
 def samples_figure(x0: torch.Tensor, generated: torch.Tensor, target: torch.Tensor, cfg: Config) -> Figure:
     """Source, generated and target point clouds side by side."""
     fig = Figure(figsize=(12, 4))
     axes = fig.subplots(1, 3, sharex=True, sharey=True)
     panels = [(x0, f"source: {cfg.settings.source}", "tab:gray"),
-              (generated, f"generated ({cfg.eval.steps} {cfg.eval.solver} steps)", "tab:blue"),
+              (generated, f"generated ({cfg.sample.steps} {_name(cfg.sample.solver)} steps)", "tab:blue"),
               (target, f"target: {cfg.settings.target}", "tab:orange")]
     for ax, (points, title, colour) in zip(axes, panels):
         ax.scatter(*points.T.numpy(), s=2, alpha=0.5, color=colour)

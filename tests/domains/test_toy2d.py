@@ -125,7 +125,7 @@ def _raw() -> dict:
 
 
 SMALL = ["data.n_train=600", "data.n_val=100", "data.n_test=100", "eval.n_samples=100",
-         "eval.nfe=[1,4]", "eval.steps=10", "model.width=16", "model.depth=1",
+         "eval.steps=[1,4]", "sample.steps=10", "model.width=16", "model.depth=1",
          "train.batch_size=50", "train.warmup_steps=2", "train.eval_every=0",
          "train.checkpoint_every=0", "train.log_every=5"]
 
@@ -164,7 +164,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Conf
         cfg = config_from_dict(_raw(), [
             "train.steps=400", "train.ema=0", "train.warmup_steps=20", "train.eval_every=0",
             "train.checkpoint_every=0", "train.threads=1", "data.n_train=4000", "data.n_val=500", "data.n_test=500",
-            "eval.n_samples=500", "eval.steps=50"], source=str(TOY2D_YAML))
+            "eval.n_samples=500", "sample.steps=50"], source=str(TOY2D_YAML))
         result = train(cfg, out=tmp / "run", progress=False)
         cfg.data.path = str(get_domain("toy2d").data_path(cfg))  # absolute, for the test
     return result, cfg
