@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="registered domains, models and engine components")
     p.add_argument("what", nargs="?", default="all",
-                   help="domains | models | paths | timesteps | couplings | losses | solvers | grids | all")
+                   help="domains | models | paths | timesteps | couplings | costs | losses | solvers | grids | all")
     p.set_defaults(handler=cmd_list)
     return parser
 

@@ -296,11 +296,20 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
             return None
         if value is None and type(None) in args:
             return None
-        for option in (a for a in args if a is not type(None)):
+        candidates = [value]
+        if isinstance(value, _Override):  # a mapping or list typed on the command line
             try:
-                return _coerce(value, option, where, source)
-            except ConfigError:
-                continue
+                parsed = yaml.safe_load(value)
+            except yaml.YAMLError:
+                parsed = None
+            if isinstance(parsed, (dict, list)):
+                candidates.insert(0, parsed)
+        for candidate in candidates:
+            for option in (a for a in args if a is not type(None)):
+                try:
+                    return _coerce(candidate, option, where, source)
+                except ConfigError:
+                    continue
         raise fail(" or ".join(_type_name(a) for a in args))
     if origin is Literal:
         for option in args:

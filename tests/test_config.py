@@ -92,3 +92,10 @@ def test_name_overrides_are_plain_strings(tmp_path):
     cfg = load_config(TOY2D_YAML, ["model.name=mlp_velocity", "domain.name=toy2d", "objective.path=linear"])
     assert type(cfg.model.name) is str and type(cfg.domain) is str and type(cfg.objective.path) is str
     assert load_config(save_config(cfg, tmp_path / "c.yaml")).to_dict() == cfg.to_dict()
+
+
+def test_component_specs_from_the_command_line():
+    cfg = load_config(TOY2D_YAML, ["objective.timesteps={name: u_shaped, a: 4}", "objective.coupling=ot",
+                                   "sample.grid={name: edm, rho: 7}"])
+    assert cfg.objective.timesteps == {"name": "u_shaped", "a": 4}
+    assert cfg.objective.coupling == "ot" and cfg.sample.grid == {"name": "edm", "rho": 7}

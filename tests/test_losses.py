@@ -1,4 +1,4 @@
-"""Losses: pseudo-Huber, per-time weights, regression in x1-space.
+"""Losses: MSE, pseudo-Huber, per-time weights, regression in x1-space.
 
 Oracles: hand-computed values, the asymptotes of pseudo-Huber, the papers' losses written in
 their own convention (SD3's weighted eps-loss, 2-RF++'s (1 - t) Huber and LPIPS/t terms with
@@ -37,6 +37,26 @@ class LinearPathOracle:
 
 def _bcast(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return t.reshape(-1, *[1] * (x.dim() - 1))
+
+
+# --- MSE -------------------------------------------------------------------------------------
+
+
+def test_mse_hand_values() -> None:
+    pred = torch.tensor([[1.0, 2.0], [3.0, 4.0], [0.0, 0.0]], dtype=F64)
+    target = torch.tensor([[0.0, 0.0], [3.0, 0.0], [1.0, -1.0]], dtype=F64)
+    # sample 0: (1 + 4) / 2 = 2.5; sample 1: (0 + 16) / 2 = 8; sample 2: (1 + 1) / 2 = 1
+    out = MSELoss()(pred, target, torch.rand(3, dtype=F64))
+    torch.testing.assert_close(out, torch.tensor([2.5, 8.0, 1.0], dtype=F64))
+
+
+def test_mse_reduces_all_non_batch_dims() -> None:
+    pred, target = torch.zeros(2, 2, 3, dtype=F64), torch.zeros(2, 2, 3, dtype=F64)
+    target[0, 1, 2] = 6.0          # one error of 6 among 6 entries: 36 / 6 = 6
+    target[1] = 2.0                # every entry off by 2: 4
+    out = MSELoss()(pred, target, torch.rand(2, dtype=F64))
+    assert out.shape == (2,)
+    torch.testing.assert_close(out, torch.tensor([6.0, 4.0], dtype=F64))
 
 
 # --- pseudo-Huber ------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """Oracle tests of the sample metrics (flow_engines.md §5, O13): assignment solvers, sorted
-samples in 1-D, the Gaussian (Bures) closed form, kernel closed forms and Monte-Carlo
-variances derived below."""
+samples in 1-D and scipy, the Gaussian (Bures) closed form, kernel closed forms, Monte-Carlo
+variances derived below, and the straightness of paths whose integral is known in closed form."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import numpy as np
 import pytest
 import scipy.linalg
 import scipy.optimize
+import scipy.stats
 import torch
 from scipy.spatial.distance import cdist
 
 from flowsci.couplings import OTCoupling
-from flowsci.metrics import mmd_rbf, sliced_wasserstein, transport_cost, wasserstein
+from flowsci.metrics import mmd_rbf, sliced_wasserstein, straightness, transport_cost, wasserstein
 
 F64 = torch.float64
 
@@ -38,7 +39,7 @@ def test_wasserstein_equals_brute_force_assignment(p: int, shape: tuple[int, ...
     assert wasserstein(x, y, p) == pytest.approx(cost[rows, cols].mean() ** (1 / p), rel=1e-10)
 
 
-@pytest.mark.parametrize("p", [1, 2])
+@pytest.mark.parametrize("p", [1, 2, 3])
 def test_wasserstein_1d_equals_the_sorted_sample_formula(p: int) -> None:
     g = _gen(20 + p)
     x = torch.randn(400, 1, generator=g, dtype=F64)
@@ -69,6 +70,52 @@ def test_wasserstein_2_equals_bures_for_samples_related_by_the_gaussian_ot_map()
     r2 = scipy.linalg.sqrtm(s2).real
     bures2 = np.sum((m1 - m2) ** 2) + np.trace(s1 + s2 - 2 * scipy.linalg.sqrtm(r2 @ s1 @ r2).real)
     assert wasserstein(torch.from_numpy(x), torch.from_numpy(y)) == pytest.approx(math.sqrt(bures2), rel=1e-9)
+
+
+def test_wasserstein_1d_unequal_sizes_matches_scipy() -> None:
+    g = _gen(31)
+    x = torch.randn(150, 1, generator=g, dtype=F64)
+    y = torch.randn(230, 1, generator=g, dtype=F64) * 0.5 + 1.0
+    reference = scipy.stats.wasserstein_distance(x.flatten().numpy(), y.flatten().numpy())
+    assert wasserstein(x, y, p=1) == pytest.approx(reference, rel=1e-9)
+
+
+def test_wasserstein_unequal_sizes_is_symmetric_and_permutation_invariant() -> None:
+    g = _gen(32)
+    x = torch.randn(80, 3, generator=g, dtype=F64)
+    y = torch.randn(50, 3, generator=g, dtype=F64) + 1
+    for p in (1, 2):
+        assert wasserstein(x, y, p) == pytest.approx(wasserstein(y, x, p), rel=1e-10)
+        assert wasserstein(x, y, p) == pytest.approx(wasserstein(x[torch.randperm(80, generator=g)], y, p),
+                                                     rel=1e-10)
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_wasserstein_of_identical_sets_is_zero(p: int) -> None:
+    """An exact LP on the |x - y|^p cost gives exactly 0 on identical sets (the diagonal
+    cost is 0), for both a shared tensor and a copy. Points of moderate size (|x| ~ 20): a
+    cost from |x|^2 + |y|^2 - 2 x.y leaves rounding ~1e-13 on the diagonal, i.e. ~3e-7 after
+    the square root."""
+    x = 3 * torch.randn(100, 2, generator=_gen(33), dtype=F64) + 20
+    assert wasserstein(x, x, p) < 1e-12
+    assert wasserstein(x, x.clone(), p) < 1e-12
+
+
+@pytest.mark.parametrize("p", [1, 2])
+def test_wasserstein_of_a_translate_is_the_shift(p: int) -> None:
+    """W_p(mu, mu + v) = |v| for every p >= 1 (identity coupling; Jensen + the dual bound).
+    The cloud sits at an offset of 1e4 with spread ~1 and |v| = 1e-3: a cost built from
+    differences x - y is exact to ~1e-12 here; one built from |x|^2 + |y|^2 - 2 x.y loses
+    about eps * |x|^2 = 2e-8 in each squared distance and cannot resolve |v|^2 = 1e-6."""
+    x = torch.randn(100, 2, generator=_gen(34), dtype=F64) + 1e4
+    v = torch.tensor([6e-4, -8e-4], dtype=F64)
+    assert wasserstein(x, x + v, p) == pytest.approx(1e-3, rel=1e-6)
+    assert wasserstein(x - 1e4, x - 1e4 + v, p) == pytest.approx(1e-3, rel=1e-6)   # at the origin
+
+
+def test_wasserstein_rejects_p_below_one() -> None:
+    with pytest.raises(ValueError, match="p must be"):
+        wasserstein(torch.randn(3, 2), torch.randn(3, 2), p=0)
 
 
 # --- sliced Wasserstein --------------------------------------------------------------------
@@ -195,3 +242,42 @@ def test_transport_cost_of_an_optimal_pairing_is_w2_squared() -> None:
 def test_transport_cost_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match="same shape"):
         transport_cost(torch.randn(4, 2), torch.randn(5, 2))
+
+
+# --- straightness --------------------------------------------------------------------------
+
+
+def test_straightness_is_zero_for_straight_constant_speed_paths() -> None:
+    t = torch.linspace(0, 1, 51, dtype=F64)[:, None, None]
+    g = _gen(70)
+    x0, x1 = torch.randn(1, 6, 3, generator=g, dtype=F64), torch.randn(1, 6, 3, generator=g, dtype=F64)
+    assert straightness((1 - t) * x0 + t * x1) < 1e-20
+
+
+def test_straightness_of_a_straight_but_accelerating_path() -> None:
+    """x(t) = t^2 v: S = int_0^1 |2 t v - v|^2 dt = |v|^2 / 3 (a straight line is not enough)."""
+    n = 2000
+    t = torch.linspace(0, 1, n + 1, dtype=F64)[:, None, None]
+    v = torch.tensor([[[1.0, 2.0]]], dtype=F64)
+    # increments/dt equal x'(t) at the midpoints exactly for a quadratic; the midpoint rule on
+    # (2t - 1)^2 then errs by -h^2/3, a relative error h^2 = 2.5e-7 here
+    assert straightness(t ** 2 * v) == pytest.approx(5.0 / 3.0, rel=1e-6)
+
+
+def test_straightness_of_a_quarter_circle() -> None:
+    """x(t) = r (cos(pi t/2), sin(pi t/2)): |x'|^2 = r^2 pi^2/4, x1 - x0 = r(-1, 1) and
+    int x'.(x1 - x0) dt = |x1 - x0|^2, so S = r^2 (pi^2/4 - 2); averaged over two radii."""
+    n = 1000
+    t = torch.linspace(0, 1, n + 1, dtype=F64)
+    unit = torch.stack([torch.cos(math.pi * t / 2), torch.sin(math.pi * t / 2)], dim=-1)  # (n+1, 2)
+    radii = torch.tensor([1.0, 2.0], dtype=F64)
+    trajectory = unit[:, None, :] * radii[None, :, None]                                 # (n+1, 2, 2)
+    expected = float((radii ** 2).mean()) * (math.pi ** 2 / 4 - 2)
+    assert straightness(trajectory) == pytest.approx(expected, rel=1e-5)
+    # a coarse grid converges to the same value (second order in h)
+    assert abs(straightness(trajectory[::100]) - expected) / expected < 0.05
+
+
+def test_straightness_needs_two_states() -> None:
+    with pytest.raises(ValueError, match="at least two states"):
+        straightness(torch.zeros(1, 3, 2))

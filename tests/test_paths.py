@@ -280,6 +280,30 @@ def test_bridge_velocity_is_finite_difference_for_fixed_noise(sigma: float) -> N
     torch.testing.assert_close(path.sample(x0, x1, t, noise=eps).dx_t, fd, rtol=1e-6, atol=1e-8)
 
 
+# --- the linear path by hand ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (4, 2, 3, 2)])
+def test_linear_path_ends_exactly_at_x0_and_x1(shape: tuple[int, ...]) -> None:
+    x0, x1 = torch.randn(shape, dtype=F64), torch.randn(shape, dtype=F64)
+    path, b = linear_path(), shape[0]
+    at0 = path.sample(x0, x1, torch.zeros(b, dtype=F64))
+    at1 = path.sample(x0, x1, torch.ones(b, dtype=F64))
+    torch.testing.assert_close(at0.x_t, x0, rtol=0, atol=0)
+    torch.testing.assert_close(at1.x_t, x1, rtol=0, atol=0)
+    assert at0.x_t.shape == at0.dx_t.shape == shape
+
+
+def test_linear_path_x_t_is_on_the_segment() -> None:
+    """x_t divides the segment x0 -> x1 in the ratio t : (1 - t) (distances, not a formula)."""
+    x0, x1 = torch.randn(7, 2, dtype=F64), torch.randn(7, 2, dtype=F64)
+    t = torch.rand(7, dtype=F64)
+    x_t = linear_path().sample(x0, x1, t).x_t
+    d01 = (x1 - x0).norm(dim=1)
+    torch.testing.assert_close((x_t - x0).norm(dim=1), t * d01)
+    torch.testing.assert_close((x1 - x_t).norm(dim=1), (1 - t) * d01)
+
+
 # --- O3: converters -------------------------------------------------------------------------
 
 
@@ -345,6 +369,12 @@ def test_converters_refuse_times_where_they_are_undefined(path: AffinePath, meth
 def test_time_of_the_wrong_shape_is_rejected() -> None:
     with pytest.raises(ValueError, match="shape"):
         cosine_path().velocity_to_x1(torch.randn(4, 2), torch.randn(4, 2), torch.rand(4, 1))
+
+
+@pytest.mark.parametrize("t_shape", [(4, 1), (), (5,), (1,), (4, 2)])
+def test_sample_rejects_time_of_the_wrong_shape(t_shape: tuple[int, ...]) -> None:
+    with pytest.raises(ValueError, match="shape"):
+        linear_path().sample(torch.randn(4, 2), torch.randn(4, 2), torch.rand(t_shape))
 
 
 # --- O4: post-hoc schedule change -----------------------------------------------------------

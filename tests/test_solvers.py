@@ -160,6 +160,24 @@ def test_reverse_inverts_forward_nonlinear_field(solver_cls: type[FixedStepSolve
     assert errors[1] < 50 * (1 / 64) ** p, errors
 
 
+@pytest.mark.parametrize("steps", [4, 10, 50])
+def test_euler_reverse_of_linear_in_t_field(steps: int) -> None:
+    """v = a t + b with N uniform steps. Forward Euler sums a t_n h over the left ends, backward
+    over the right ends, so the round trip misses x0 by exactly -a h (h = 1/N), which vanishes
+    as the grid is refined. A sign error in the reverse step would miss by about 2b; evaluating
+    at the other end of each step would flip the sign of both a h terms."""
+    a = torch.tensor([2.0, -1.0], dtype=F64)
+    b = torch.tensor([0.5, 3.0], dtype=F64)
+    x0 = torch.randn(3, 2, dtype=F64)
+    field = lambda x, t: t[:, None] * a + b  # noqa: E731
+    grid, h = uniform_grid(steps), 1.0 / steps
+    fwd = Euler().integrate(field, x0, grid)
+    # forward: x0 + b + a h^2 N(N-1)/2 = x0 + b + a (1 - h)/2
+    torch.testing.assert_close(fwd.x, x0 + b + a * (1 - h) / 2, rtol=1e-12, atol=1e-12)
+    back = Euler().integrate(field, fwd.x, grid.flip(0))
+    torch.testing.assert_close(back.x, x0 - a * h, rtol=1e-12, atol=1e-12)
+
+
 def test_dopri5_reverse_is_not_a_no_op() -> None:
     """TEBM#154: an adaptive solver on a decreasing grid must integrate backwards, not return its
     input: dx/dt = -x from x(1) to x(0) = e x(1), and a forward/backward round trip."""
@@ -266,6 +284,20 @@ def test_nfe_and_trajectory_shape(solver_cls: type[FixedStepSolver], steps: int)
         assert torch.equal(result.trajectory[0], x0) and torch.equal(result.trajectory[-1], result.x)
         torch.testing.assert_close(result.times, grid)
         assert solver_cls().integrate(field, x0, grid).trajectory is None
+
+
+def test_euler_passes_the_left_grid_times_to_the_velocity() -> None:
+    seen: list[torch.Tensor] = []
+
+    def field(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        seen.append(t.clone())
+        return torch.zeros_like(x)
+
+    grid = torch.tensor([0.0, 0.1, 0.5, 1.0], dtype=F64)
+    Euler().integrate(field, torch.zeros(3, 2, dtype=F64), grid)
+    assert len(seen) == 3
+    for t, expected in zip(seen, [0.0, 0.1, 0.5]):
+        torch.testing.assert_close(t, torch.full((3,), expected, dtype=F64), rtol=0, atol=0)
 
 
 def test_dopri5_nfe_counts_every_evaluation() -> None:

@@ -15,11 +15,13 @@ import torch
 from matplotlib.figure import Figure
 
 from flowsci.config import Config, DataConfig, EvalConfig
+from flowsci.errors import ConfigError
 from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
 from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
+from flowsci.likelihood import log_likelihood
 from flowsci.metrics import straightness, transport_cost, wasserstein
 from flowsci.plugins import DomainBase, build_model
-from flowsci_domains.toy2d.distributions import DISTRIBUTIONS, DistributionSource
+from flowsci_domains.toy2d.distributions import DISTRIBUTIONS, LABELLED, LOG_PROBS, DistributionSource
 
 DistributionName = Literal["gaussian", "8gaussians", "moons", "checkerboard"]
 
@@ -30,11 +32,14 @@ class Toy2DSettings:
 
     source: DistributionName = "8gaussians"
     target: DistributionName = "moons"
+    conditional: bool = False        # condition on the target's component label (CFG demo)
 
     def __post_init__(self) -> None:
         for key in ("source", "target"):
             if getattr(self, key) not in DISTRIBUTIONS:
                 raise ValueError(f"{key} '{getattr(self, key)}' is not one of {', '.join(DISTRIBUTIONS)}")
+        if self.conditional and LABELLED[self.target][1] < 2:
+            raise ValueError(f"conditional needs a target with components, not '{self.target}'")
         if self.source == self.target:
             raise ValueError(f"source and target are both '{self.source}'; pick two different "
                              f"distributions from {', '.join(DISTRIBUTIONS)}")
@@ -53,11 +58,14 @@ class Toy2DData(DataConfig):
 @dataclasses.dataclass
 class Toy2DEval(EvalConfig):
     """W2 after each step count in ``steps`` of the ``sample:`` solver; the main metrics
-    (w2, straightness, figures) use ``sample.steps``."""
+    (w2, straightness, figures) use ``sample.steps``. ``likelihood``: the test negative
+    log-likelihood (needs a source with a density: gaussian or 8gaussians)."""
 
     n_samples: int = 1_000
     steps: list[int] = dataclasses.field(default_factory=lambda: [1, 4, 16])
     n_trajectories: int = 256
+    likelihood: bool = False
+    likelihood_steps: int = 50       # RK4 steps of the divergence integral
 
 
 class Toy2D(DomainBase):
@@ -76,18 +84,21 @@ class Toy2D(DomainBase):
             return Path(cfg.data.path)
         s, d = cfg.settings, cfg.data
         return (default_data_dir() / "toy2d"
-                / f"{s.source}-to-{s.target}_n{d.n_train}-{d.n_val}-{d.n_test}_seed{d.seed}.h5")
+                / f"{s.source}-to-{s.target}_n{d.n_train}-{d.n_val}-{d.n_test}_seed{d.seed}_v2.h5")
 
     def make_data(self, cfg: Config) -> Path:
         """Sample every split from the two distributions and write the HDF5 file."""
         s, d = cfg.settings, cfg.data
         g = torch.Generator().manual_seed(d.seed)
-        source, target = DISTRIBUTIONS[s.source], DISTRIBUTIONS[s.target]
-        splits = {name: {"x0": source(n, g), "x1": target(n, g)}
-                  for name, n in (("train", d.n_train), ("val", d.n_val), ("test", d.n_test))}
+        source, target = DISTRIBUTIONS[s.source], LABELLED[s.target][0]
+        splits = {}
+        for name, n in (("train", d.n_train), ("val", d.n_val), ("test", d.n_test)):
+            x0 = source(n, g)
+            x1, y = target(n, g)
+            splits[name] = {"x0": x0, "x1": x1, "y": y}
         return write_dataset(
             self.data_path(cfg), name=f"toy2d {s.source} -> {s.target}", splits=splits,
-            orders={"x0": 1, "x1": 1}, dims={"x0": [], "x1": []},
+            orders={"x0": 1, "x1": 1}, dims={"x0": [], "x1": []}, sample_scalars=["y"],
             attrs={"domain": "toy2d", "source": s.source, "target": s.target, "seed": d.seed})
 
     def build_data(self, cfg: Config) -> DataSplits:
@@ -97,42 +108,73 @@ class Toy2D(DomainBase):
         # Training pairs fresh source samples with stored targets (independent coupling over an
         # infinite source), or the stored pairs of a reflow pair store; val/test keep their fixed
         # source samples for evaluation.
+        labels = ["y"] if cfg.settings.conditional else []
         if cfg.data.pairs:
-            train = load_split(cfg.data.pairs, "train", ["x0", "x1"])
+            train = load_split(cfg.data.pairs, "train", ["x0", "x1", *labels])
         else:
-            train = {"x1": load_split(path, "train", ["x1"])["x1"]}
+            train = load_split(path, "train", ["x1", *labels])
         return DataSplits(train=InMemoryDataset(train),
-                          val=InMemoryDataset(load_split(path, "val", ["x0", "x1"])),
-                          test=InMemoryDataset(load_split(path, "test", ["x0", "x1"])),
+                          val=InMemoryDataset(load_split(path, "val", ["x0", "x1", "y"])),
+                          test=InMemoryDataset(load_split(path, "test", ["x0", "x1", "y"])),
                           meta=read_meta(path))
 
     # --- model and objective -------------------------------------------------------------
 
     def build_model(self, cfg: Config) -> torch.nn.Module:
-        return build_model(cfg.model.name, {"dim": 2, **cfg.model.params})
+        inputs = {"dim": 2}
+        if cfg.settings.conditional:
+            inputs["num_classes"] = LABELLED[cfg.settings.target][1]
+        return build_model(cfg.model.name, {**inputs, **cfg.model.params})
 
     def build_objective(self, cfg: Config) -> FlowMatching:
-        return FlowMatching.from_config(cfg.objective, source=self.source(cfg))
+        return FlowMatching.from_config(cfg.objective, source=self.source(cfg), null=self.null(cfg))
+
+    @staticmethod
+    def null(cfg: Config) -> dict[str, int] | None:
+        """The null label of classifier-free guidance (conditional runs only)."""
+        return {"y": -1} if cfg.settings.conditional else None
+
+    def sampler(self, cfg: Config) -> Sampler:
+        return Sampler.from_config(cfg.sample, null=self.null(cfg))
+
+    def conditions(self, data: DataSplits, cfg: Config, n: int) -> dict[str, torch.Tensor]:
+        """The test labels to generate for (conditional runs), else nothing."""
+        return {"y": _tensor(data.test, "y")[:n]} if cfg.settings.conditional else {}
 
     # --- evaluation ----------------------------------------------------------------------
 
     def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, float]:
-        sampler = Sampler.from_config(cfg.sample)
+        sampler = self.sampler(cfg)
         x0, x1 = self._test_pairs(data, cfg.eval.n_samples)
+        cond = self.conditions(data, cfg, len(x0))
         metrics = {}
         for steps in sorted(set(cfg.eval.steps)):
-            result = sampler.sample(model, x0, steps=steps)
+            result = sampler.sample(model, x0, steps=steps, **cond)
             metrics[f"w2_nfe{result.nfe}"] = wasserstein(result.x, x1)
-        result = sampler.sample(model, x0, trajectory=True)
+        result = sampler.sample(model, x0, trajectory=True, **cond)
         metrics["w2"] = wasserstein(result.x, x1)
         metrics["straightness"] = straightness(result.trajectory)
         metrics["transport_cost"] = transport_cost(x0, result.x)
         metrics["w2_floor"] = wasserstein(_tensor(data.val, "x1")[: len(x1)], x1)
+        if cond:
+            metrics["label_accuracy"] = label_accuracy(result.x, cond["y"], data)
+        if cfg.eval.likelihood:
+            metrics["nll"] = self.negative_log_likelihood(model, x1, cfg, **cond)
         return metrics
+
+    def negative_log_likelihood(self, model: torch.nn.Module, x1: torch.Tensor, cfg: Config,
+                                **cond: torch.Tensor) -> float:
+        """Mean -log p(x1) of test targets under the flow (exact divergence, RK4)."""
+        if cfg.settings.source not in LOG_PROBS:
+            raise ConfigError(f"eval.likelihood needs a source with a density ({', '.join(LOG_PROBS)}), "
+                              f"not '{cfg.settings.source}'")
+        result = log_likelihood(lambda x, t: model(x, t, **cond), x1, LOG_PROBS[cfg.settings.source],
+                                solver="rk4", steps=cfg.eval.likelihood_steps)
+        return float(-result.log_p.mean())
 
     def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
         x0, x1 = self._test_pairs(data, cfg.eval.n_samples)
-        result = Sampler.from_config(cfg.sample).sample(model, x0, trajectory=True)
+        result = self.sampler(cfg).sample(model, x0, trajectory=True, **self.conditions(data, cfg, len(x0)))
         return {"samples": samples_figure(x0, result.x, x1, cfg),
                 "trajectories": trajectories_figure(result.trajectory[:, : cfg.eval.n_trajectories], x1, cfg)}
 
@@ -142,7 +184,10 @@ class Toy2D(DomainBase):
 
     def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int) -> dict[str, torch.Tensor]:
         x0 = self.source(cfg).sample(n)
-        return {"x0": x0, "x1": Sampler.from_config(cfg.sample).sample(model, x0).x}
+        if not cfg.settings.conditional:
+            return {"x0": x0, "x1": self.sampler(cfg).sample(model, x0).x}
+        y = torch.randint(0, LABELLED[cfg.settings.target][1], (n,))
+        return {"x0": x0, "y": y, "x1": self.sampler(cfg).sample(model, x0, y=y).x}
 
     @staticmethod
     def _test_pairs(data: DataSplits, n: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +196,15 @@ class Toy2D(DomainBase):
 
 def _tensor(dataset: InMemoryDataset, key: str) -> torch.Tensor:
     return dataset.tensors[key]
+
+
+def label_accuracy(points: torch.Tensor, labels: torch.Tensor, data: DataSplits, k: int = 10) -> float:
+    """Fraction of generated points (n, 2) whose k nearest validation targets mostly carry
+    the label they were generated for (a kNN classifier of the target's components)."""
+    reference, reference_labels = _tensor(data.val, "x1"), _tensor(data.val, "y")
+    nearest = torch.cdist(points, reference).topk(k, largest=False).indices
+    predicted = torch.mode(reference_labels[nearest], dim=1).values
+    return float((predicted == labels).float().mean())
 
 
 def _name(spec: str | dict) -> str:
