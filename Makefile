@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.flowsci-installed
 
-.PHONY: install demo test test-slow bench-deps clean
+.PHONY: install demo test test-slow bench-deps bench clean
 
 install: $(STAMP)
 
@@ -26,10 +26,14 @@ test: install
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
-# Peer libraries for bench/ (torchcfm without its dependencies: they pull a CUDA torchvision).
+# Peer libraries for bench/ (torchcfm and flow-matching without their dependencies: torchcfm's
+# pull torchdyn and a CUDA torchvision).
 bench-deps: install
+	$(PIP) --no-deps torchcfm flow-matching
 	$(PIP) -e '.[bench]'
-	$(PIP) --no-deps torchcfm
+
+bench: bench-deps
+	$(BIN)/python bench/toy2d_vs_peers.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

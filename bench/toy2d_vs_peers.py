@@ -5,14 +5,17 @@ initial weights for a given seed) with Adam 1e-3 on the same batches (256 fresh 
 target points per step), one step each in turn so that background load hits all alike.
 
 Data: source = 8 Gaussians at radius 5 with per-axis std 0.1**0.25 (torchcfm's covariance
-quirk, flow_engines.md §2.2); target = two moons with noise 0.2, scaled 3x - 1, drawn with
-uniformly random angles (scikit-learn's make_moons spaces the angles evenly; the limiting
-distribution is the same). Both come from ``flowsci_domains.toy2d.distributions``.
+quirk, flow_engines.md §2.2; ``flowsci_domains.toy2d.distributions``); target = scikit-learn's
+make_moons recipe (evenly spaced angles on each half circle, Gaussian noise 0.2), scaled
+3x - 1, written out here so that scikit-learn is not needed. (toy2d's own moons draw the
+angles at random, an i.i.d. sample of the same limit; two such sets of 1000 points are
+~0.3 apart in W2 instead of ~0.24, because evenly spaced angles remove the angular noise.)
 
 Reports: median time per training step after warm-up; exact W2 (POT, 1000 generated vs 1000
 fresh target points, 3 evaluation seeds) at NFE 1..64 with Euler and midpoint and with
 dopri5; the finite-sample floor (target vs target); straightness; over several training
-seeds. 2-RF is trained from pairs of the flowsci independent-coupling flow.
+seeds; for the last iterate and for an EMA of the same run (decay 0.999). 2-RF is trained
+from pairs of the EMA flowsci independent-coupling flow.
 
     python bench/toy2d_vs_peers.py [--seeds 3] [--steps 10000] [--threads 2] [--out bench/results]
 
@@ -23,7 +26,9 @@ Needs the peers: ``pip install -c constraints.txt --no-deps torchcfm flow-matchi
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import math
 import platform
 import statistics
 import tempfile
@@ -33,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from flowsci.couplings import IndependentCoupling, OTCoupling, PairedCoupling
 from flowsci.flow_matching import FlowMatching, Sampler
@@ -42,13 +48,24 @@ from flowsci.paths import linear_path
 from flowsci.reflow import generate_pairs
 from flowsci.solvers import Dopri5, Euler, Midpoint, uniform_grid
 from flowsci.timesteps import UniformTime
-from flowsci_domains.toy2d.distributions import eight_gaussians, moons
+from flowsci.training import ema_update
+from flowsci_domains.toy2d.distributions import eight_gaussians
 
 NFES = (1, 2, 4, 8, 16, 64)
 EVAL_SEEDS = (101, 202, 303)
 N_EVAL = 1000
 BATCH = 256
 WARMUP = 50
+
+
+def moons(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """scikit-learn's make_moons(n, noise=0.2) (unshuffled), mapped by x -> 3x - 1: (n, 2)."""
+    n_out = n // 2
+    outer = torch.linspace(0, math.pi, n_out, dtype=torch.float64)
+    inner = torch.linspace(0, math.pi, n - n_out, dtype=torch.float64)
+    points = torch.cat([torch.stack([outer.cos(), outer.sin()], 1),
+                        torch.stack([1 - inner.cos(), 1 - inner.sin() - 0.5], 1)]).float()
+    return 3 * (points + 0.2 * torch.randn(n, 2, generator=generator)) - 1
 
 
 class MLP(nn.Module):
@@ -111,14 +128,17 @@ def variants() -> dict:
 
 
 def train_round_robin(losses: dict, steps: int, seed: int, pairs: dict | None = None) -> tuple[dict, dict]:
-    """Train one model per variant, one step each in turn; returns models and step times (s)."""
+    """Train one model per variant, one step each in turn; returns the models, their EMA
+    averages (decay 0.999 with flowsci's warm-up, kept outside the timed step: the same
+    training run, averaged) and the step times (s)."""
     torch.manual_seed(seed)
     init = MLP().state_dict()
-    models, optims, times = {}, {}, {name: [] for name in losses}
+    models, emas, optims, times = {}, {}, {}, {name: [] for name in losses}
     for name in losses:
         models[name] = MLP()
         models[name].load_state_dict(pairs["init"] if pairs and name in pairs["names"] else init)
         optims[name] = torch.optim.Adam(models[name].parameters(), lr=1e-3)
+        emas[name] = AveragedModel(models[name], multi_avg_fn=functools.partial(ema_update, decay=0.999))
     g = torch.Generator().manual_seed(seed)
     for step in range(steps):
         x0, x1 = eight_gaussians(BATCH, g), moons(BATCH, g)
@@ -134,6 +154,8 @@ def train_round_robin(losses: dict, steps: int, seed: int, pairs: dict | None = 
             loss.backward()
             optims[name].step()
             times[name].append(time.perf_counter() - start)
+            emas[name].update_parameters(models[name])
+    models.update({f"{name} + EMA": emas[name].module for name in losses})
     return models, times
 
 
@@ -182,31 +204,60 @@ def two_rf(teacher: nn.Module, steps: int, seed: int, n_pairs: int) -> tuple[nn.
         pairs = load_split(path, "train", ["x0", "x1"])
     pairs.update(init=teacher.state_dict(), names={"flowsci 2-RF"})
     models, times = train_round_robin({"flowsci 2-RF": flowsci_loss(PairedCoupling())}, steps, seed, pairs)
-    return models["flowsci 2-RF"], times["flowsci 2-RF"]
+    return models, times["flowsci 2-RF"]
 
 
 def plot(results: dict, out: Path) -> None:
+    """W2 vs NFE (Euler; EMA solid, last iterate faint) and the step times."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(12, 4.2))
-    ax, bx = fig.subplots(1, 2)
+    fig = Figure(figsize=(13, 4.8))
+    ax, bx = fig.subplots(1, 2, gridspec_kw={"width_ratios": [1.4, 1]})
+    colours = {}
     for name, runs in results["variants"].items():
-        for solver, style in (("euler", "-o"), ("midpoint", "--s")):
-            nfes = [k for k in NFES if str(k) in runs[0]["eval"][solver]]
-            if not nfes:
-                continue
-            mean = [np.mean([r["eval"][solver][str(k)] for r in runs]) for k in nfes]
-            ax.plot(nfes, mean, style, ms=3, label=f"{name} ({solver})")
+        base = name.removesuffix(" + EMA")
+        colour = colours.setdefault(base, f"C{len(colours)}")
+        mean = [np.mean([r["eval"]["euler"][str(k)] for r in runs]) for k in NFES]
+        ema = name.endswith(" + EMA")
+        ax.plot(NFES, mean, "-o" if ema else "--", color=colour, ms=3, alpha=1.0 if ema else 0.35,
+                label=name)
     ax.axhline(results["floor"], color="gray", ls=":", label="data floor")
-    ax.set(xscale="log", yscale="log", xlabel="NFE", ylabel="W2 (exact, 1000 vs 1000)",
-           title="8 Gaussians -> moons: W2 vs NFE")
-    ax.legend(fontsize=6, ncol=2)
-    names = list(results["variants"])
-    medians = [np.mean([r["step_ms"] for r in results["variants"][n]]) for n in names]
-    bx.barh(names, medians, color="tab:blue")
+    ax.set(xscale="log", yscale="log", xlabel="NFE (Euler steps)", ylabel="W2 (exact, 1000 vs 1000)",
+           title="8 Gaussians -> moons: W2 vs NFE (mean of seeds)")
+    ax.legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    names = [n for n in results["variants"] if not n.endswith(" + EMA")]
+    times = [np.mean([r["step_ms"] for r in results["variants"][n]]) for n in names]
+    bx.barh(names, times, color=[colours[n] for n in names])
     bx.set(xlabel=f"ms per training step (median, {results['threads']} threads)", title="training step time")
     fig.tight_layout()
     fig.savefig(out, dpi=120)
+
+
+def markdown_table(results: dict) -> str:
+    """The README table: mean ± std over training seeds of W2 per NFE, straightness, step time."""
+
+    def cell(values: list[float], digits: int = 3) -> str:
+        return f"{np.mean(values):.{digits}f} ± {np.std(values):.{digits}f}" if len(values) > 1 \
+            else f"{values[0]:.{digits}f}"
+
+    head = (["variant", "ms/step", "× indep."] + [f"Euler {k}" for k in NFES]
+            + [f"midpoint {k}" for k in NFES if k >= 2] + ["dopri5 (NFE)", "Ŝ"])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    base = np.mean([r["step_ms"] for r in results["variants"]["flowsci independent"]])
+    for name, runs in results["variants"].items():
+        ms = [r["step_ms"] for r in runs]
+        row = [name, cell(ms, 2), f"{np.mean(ms) / base:.2f}"]
+        row += [cell([r["eval"]["euler"][str(k)] for r in runs]) for k in NFES]
+        row += [cell([r["eval"]["midpoint"][str(k)] for r in runs]) for k in NFES if k >= 2]
+        row.append(f"{cell([r['eval']['dopri5']['w2'] for r in runs])} "
+                   f"({np.mean([r['eval']['dopri5']['nfe'] for r in runs]):.0f})")
+        row.append(cell([r["eval"]["straightness"] for r in runs], 4))
+        lines.append("| " + " | ".join(row) + " |")
+    seeds = len(next(iter(results["variants"].values())))
+    lines.append(f"\nData floor (target vs target, 1000 vs 1000): {results['floor']:.3f}. "
+                 f"{seeds} training seeds x 3 evaluation seeds; {results['steps']} steps, batch "
+                 f"{results['batch']}, {results['threads']} threads, torch {results['torch']}.")
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -217,7 +268,13 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=50_000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results")
+    parser.add_argument("--report", metavar="JSON", help="redraw the PNG and print the table of an earlier run")
     args = parser.parse_args()
+    if args.report:  # redraw the figure and the table of an earlier run
+        results = json.loads(Path(args.report).read_text())
+        plot(results, Path(args.report).with_suffix(".png"))
+        print(markdown_table(results))
+        return
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -229,10 +286,12 @@ def main() -> None:
     for seed in range(args.seeds):
         t0 = time.time()
         models, times = train_round_robin(variants(), args.steps, seed)
-        reflowed, reflow_times = two_rf(models["flowsci independent"], args.reflow_steps, seed, args.pairs)
-        models["flowsci 2-RF"], times["flowsci 2-RF"] = reflowed, reflow_times
+        reflowed, times["flowsci 2-RF"] = two_rf(models["flowsci independent + EMA"], args.reflow_steps, seed,
+                                                 args.pairs)
+        models.update(reflowed)
         for name, model in models.items():
-            row = {"seed": seed, "step_ms": 1e3 * statistics.median(times[name][WARMUP:]), "eval": evaluate(model)}
+            step_times = times[name.removesuffix(" + EMA")]
+            row = {"seed": seed, "step_ms": 1e3 * statistics.median(step_times[WARMUP:]), "eval": evaluate(model)}
             results["variants"].setdefault(name, []).append(row)
             print(f"seed {seed} {name:<22} {row['step_ms']:.2f} ms/step  W2 euler "
                   + " ".join(f"{k}:{row['eval']['euler'][str(k)]:.3f}" for k in NFES)
@@ -241,7 +300,10 @@ def main() -> None:
         print(f"seed {seed} done in {time.time() - t0:.0f} s", flush=True)
         (out / "toy2d_vs_peers.json").write_text(json.dumps(results, indent=1))
     plot(results, out / "toy2d_vs_peers.png")
-    print(f"written: {out / 'toy2d_vs_peers.json'}, {out / 'toy2d_vs_peers.png'}")
+    table = markdown_table(results)
+    (out / "toy2d_vs_peers.md").write_text(table + "\n")
+    print(table)
+    print(f"written: {out / 'toy2d_vs_peers.json'}, .png, .md")
 
 
 if __name__ == "__main__":
