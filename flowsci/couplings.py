@@ -145,6 +145,8 @@ class OTCoupling(Coupling):
     ``cost(x0, x1) -> (B0, B1)`` receiving the batches in their own shape):
 
     - ``exact``: ``ot.emd`` (network simplex). For B0 = B1 its plan is a permutation matrix / B.
+      (scipy's assignment solver reaches the same optimum; at B = 256 it was ~2x faster on
+      i.i.d. Gaussian batches but ~10 % slower on 8-Gaussian -> moons batches.)
     - ``sinkhorn``: entropic OT, ``ot.sinkhorn(method="sinkhorn_stabilized")`` (log-domain
       absorption, stable for small ``reg``; ~10x faster than ``sinkhorn_log``). Small
       ``reg`` converges slowly: raise ``max_iter`` (POT warns when it stops early).
@@ -160,8 +162,8 @@ class OTCoupling(Coupling):
 
     Output (B0 = B1 = B required):
 
-    - default: a permutation of x0 (x1 and extras keep their order). ``exact`` solves the
-      equivalent assignment problem (scipy); ``sinkhorn`` and ``unbalanced`` round their
+    - default: a permutation of x0 (x1 and extras keep their order). ``exact`` reads it off
+      the permutation plan (argmax per row); ``sinkhorn`` and ``unbalanced`` round their
       plan to the permutation with the largest plan mass (``linear_sum_assignment``); this
       rounding is a heuristic, not always the exact optimum even for small ``reg``.
       ``partial`` returns only its k matched pairs: the batch shrinks to k rows, extras
@@ -224,7 +226,7 @@ class OTCoupling(Coupling):
                                       "(sample_plan=True without condition_key allows B0 != B1)")
         rows, cols = [], []
         for src, tgt in self._blocks(x0.shape[0], extras, b1):
-            i, j = self._match(_take(x0, src), _take(x1, tgt))
+            i, j = self._pairs(self._solve(_take(x0, src), _take(x1, tgt)))
             rows.append(src[i])
             cols.append(tgt[j])
         i, j = np.concatenate(rows), np.concatenate(cols)
@@ -258,15 +260,6 @@ class OTCoupling(Coupling):
         sizes = np.bincount(group)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         return [(np.arange(s, s + n), targets[s:s + n]) for s, n in zip(starts, sizes)]
-
-    def _match(self, x0: torch.Tensor, x1: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        """Row and column indices of the pairs of one block."""
-        if self.method == "exact" and not self.sample_plan:
-            # Equal-size uniform marginals: the optimal vertices of the OT linear program are
-            # permutations (Birkhoff), so the assignment problem has the same optimum, and
-            # scipy's solver is ~2x faster than ot.emd at B = 256.
-            return linear_sum_assignment(self._cost(x0, x1))
-        return self._pairs(self._solve(x0, x1))
 
     def _cost(self, x0: torch.Tensor, x1: torch.Tensor) -> np.ndarray:
         """The (n0, n1) float64 ground cost of one block, checked."""
@@ -329,6 +322,10 @@ class OTCoupling(Coupling):
             used_cols = np.flatnonzero(plan.sum(0) > 0.5 / n1)
             r, c = linear_sum_assignment(plan[np.ix_(used_rows, used_cols)], maximize=True)
             return used_rows[r], used_cols[c]
-        # Entropic plans: the permutation carrying most mass.
+        if self.method == "exact":
+            j = plan.argmax(1)
+            if len(np.unique(j)) == n1:      # a vertex of the Birkhoff polytope: a permutation
+                return np.arange(n0), j
+        # Entropic plans (and a degenerate exact one): the permutation carrying most mass.
         r, c = linear_sum_assignment(plan, maximize=True)
         return r, c
