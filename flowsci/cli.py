@@ -162,8 +162,6 @@ def cmd_reflow(args: argparse.Namespace) -> int:
     from flowsci.reflow import generate_pairs
 
     run, cfg, domain, data, model, step = _load_run(args)
-    if not hasattr(domain, "source"):
-        raise UserError(f"domain '{cfg.domain}' has no source(cfg) distribution to draw x0 from")
     out = Path(args.out) if args.out else run.path / "reflow" / f"pairs-step-{step:08d}.h5"
     path = generate_pairs(model, domain.source(cfg), args.num, out, sampler=Sampler.from_config(cfg.sample),
                           batch_size=args.batch_size, seed=cfg.seed)

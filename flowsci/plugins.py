@@ -55,6 +55,7 @@ class Domain(Protocol):
     def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]: ...
     def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int
                ) -> dict[str, torch.Tensor]: ...
+    def source(self, cfg: Config) -> Any: ...
 
 
 @dataclasses.dataclass
@@ -78,6 +79,10 @@ class DomainBase:
     def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int
                ) -> dict[str, torch.Tensor]:
         raise PluginError(f"domain '{self.name}' does not implement sampling")
+
+    def source(self, cfg: Config) -> Any:
+        """The source distribution (t = 0) as a flowsci Source (needed by ``flowsci reflow``)."""
+        raise PluginError(f"domain '{self.name}' has no source distribution to draw x0 from")
 
 
 class Registry(Generic[T]):

@@ -34,7 +34,7 @@ from flowsci.config import Config, TrainConfig, save_config
 from flowsci.distributed import DistContext, init_from_env, shutdown
 from flowsci.errors import CheckpointError, ConfigError, NonFiniteLossError, RunError
 from flowsci.metrics_log import MetricsLog
-from flowsci.plugins import Domain, get_domain
+from flowsci.plugins import get_domain
 from flowsci.runs import RunDir, latest_run_path, new_run_path
 
 EVAL_SEED_OFFSET = 10_007
@@ -202,10 +202,10 @@ class Trainer:
     """Trains ``cfg``'s domain into ``run`` (see :func:`train` for the entry point)."""
 
     def __init__(self, cfg: Config, run: RunDir, ctx: DistContext, *, resume: bool = False,
-                 progress: bool | None = None, domain: Domain | None = None):
+                 progress: bool | None = None):
         self.cfg, self.run, self.ctx = cfg, run, ctx
         self.tc: TrainConfig = cfg.train
-        self.domain = domain or get_domain(cfg.domain)
+        self.domain = get_domain(cfg.domain)
         self.progress = progress
         self.device = ctx.device
 
