@@ -228,6 +228,14 @@ def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
     if not sep or not key:
         raise ConfigError(f"override '{item}' must look like key.path=value (e.g. train.steps=200)")
     parts = key.strip().split(".")
+    if len(parts) == 1 and parts[0] in TOP_KEYS:
+        try:
+            section = yaml.safe_load(value)
+        except yaml.YAMLError:
+            section = None
+        if isinstance(section, dict):  # a whole section, e.g. model='{name: fno, modes: 12}'
+            raw[parts[0]] = section
+            return
     node = raw
     for i, part in enumerate(parts[:-1]):
         child = node.get(part)

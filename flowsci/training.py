@@ -14,6 +14,7 @@ import random
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -362,6 +363,7 @@ class Trainer:
         bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {self.cfg.domain}", unit="step",
                    disable=not (show and self.ctx.is_main), dynamic_ncols=True)
         self.model.train()
+        self._clock = (time.perf_counter(), self.step)  # (time, step) of the last seconds_per_step log
         # One process: Ctrl-C stops cleanly at a step boundary with a checkpoint. Under torchrun
         # the processes could stop at different steps, so the default behaviour stays.
         try:
@@ -398,9 +400,13 @@ class Trainer:
         self.step += 1
         bar.update(1)
         if self.step % tc.log_every == 0 and self.log is not None:
+            clock, since = self._clock
             self.log.write(self.step, "train", {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
-                                                "grad_norm": float(grad_norm), **logs})
+                                                "grad_norm": float(grad_norm),
+                                                "seconds_per_step": (time.perf_counter() - clock) / (self.step - since),
+                                                **logs})
             bar.set_postfix(loss=f"{mean_loss:.4g}")
+            self._clock = (time.perf_counter(), self.step)
         if self.step == tc.steps:
             return  # the final evaluation, figures and checkpoint follow in fit()
         with_metrics = bool(tc.eval_every) and self.step % tc.eval_every == 0
@@ -410,8 +416,11 @@ class Trainer:
                                     with_metrics=with_metrics)
             if metrics:
                 self._say(f"step {self.step}: " + format_metrics(metrics), bar)
-        if tc.checkpoint_every and self.step % tc.checkpoint_every == 0:
+        with_checkpoint = bool(tc.checkpoint_every) and self.step % tc.checkpoint_every == 0
+        if with_checkpoint:
             self.save()
+        if with_metrics or with_figures or with_checkpoint:
+            self._clock = (time.perf_counter(), self.step)  # seconds_per_step counts training only
 
     def _say(self, text: str, bar: tqdm) -> None:
         if self.ctx.is_main:

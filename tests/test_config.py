@@ -99,3 +99,12 @@ def test_component_specs_from_the_command_line():
                                    "sample.grid={name: edm, rho: 7}"])
     assert cfg.objective.timesteps == {"name": "u_shaped", "a": 4}
     assert cfg.objective.coupling == "ot" and cfg.sample.grid == {"name": "edm", "rho": 7}
+
+
+def test_a_mapping_override_replaces_a_whole_section():
+    # switching models on the command line drops the previous model's arguments
+    cfg = load_config(TOY2D_YAML, ["model={name: mlp_velocity, width: 16}", "train={steps: 5}"])
+    assert cfg.model.name == "mlp_velocity" and cfg.model.params == {"width": 16}
+    assert cfg.train.steps == 5 and cfg.train.lr == TrainConfig().lr
+    with pytest.raises(ConfigError, match="unknown key 'model.widht'"):
+        load_config(TOY2D_YAML, ["model={name: mlp_velocity, widht: 16}"])

@@ -1,0 +1,347 @@
+"""The turbulence domain: one-step surrogates of filtered 2-D Kolmogorov-flow DNS.
+
+Data: a pseudo-spectral DNS at ``n_dns``² filtered to ``n_les``² (the "fDNS"), N trajectories
+× T snapshots of vorticity, split by trajectory. Models: any registered operator
+(``ifactformer_m``, ``ifactformer_o``, ``fno``, ``ifno``) wrapped with the training split's
+per-channel normalisation. Objectives: ``one_step`` (relative L2, deterministic) or
+``flow_matching`` (the engine's conditional flow matching, a probabilistic surrogate).
+Evaluation rolls the surrogate out autoregressively from test initial states and compares
+its statistics with the filtered DNS.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from flowsci.config import Config, DataConfig, EvalConfig, SampleConfig
+from flowsci.data import BoundaryCondition, DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
+from flowsci.errors import ConfigError, DataError
+from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
+from flowsci.plugins import DomainBase, build_model
+from flowsci_domains.turbulence import figures as plots
+from flowsci_domains.turbulence.ensemble_scores import crps, spread_skill_ratio
+from flowsci_domains.turbulence.generate import dns_seconds_per_time_unit, generate_kolmogorov
+from flowsci_domains.turbulence.objectives import FlowOneStepObjective, OneStepObjective, relative_l2
+from flowsci_domains.turbulence.rollout import ensemble_rollout, flow_step, rollout, seconds_per_step
+from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, kinetic_energy
+from flowsci_domains.turbulence.surrogate import channel_statistics
+
+FIELD = "vorticity"
+
+
+@dataclasses.dataclass
+class TurbulenceData(DataConfig):
+    """YAML ``data:``: the generator of 2-D forced (Kolmogorov) turbulence and the split.
+
+    Vorticity equation on [0, 2π)²: ∂ω/∂t + u·∇ω = ν∇²ω − drag·ω + A cos(k_f y); the DNS
+    runs at ``n_dns``² and is filtered to ``n_les``² with a sharp spectral cut-off.
+    """
+
+    n_trajectories: int = 16
+    n_val: int = 2                   # trajectories held out for validation
+    n_test: int = 2                  # trajectories held out for testing (rollout initial states)
+    n_snapshots: int = 201
+    snapshot_dt: float = 0.2         # physical time between snapshots (the surrogate's step Δ)
+    spinup_time: float = 30.0        # discarded before the first snapshot (3 drag times)
+    n_dns: int = 128
+    n_les: int = 32
+    nu: float = 1e-3
+    drag: float = 0.1
+    forcing_amplitude: float = 4.0
+    forcing_wavenumber: int = 4
+    dt: float | None = None          # DNS time step; None: the solver's default
+
+    def __post_init__(self) -> None:
+        if self.n_val < 1 or self.n_test < 1 or self.n_val + self.n_test >= self.n_trajectories:
+            raise ValueError(f"need n_val >= 1, n_test >= 1 and n_val + n_test < n_trajectories, got "
+                             f"n_val={self.n_val}, n_test={self.n_test}, n_trajectories={self.n_trajectories}")
+        if self.n_snapshots < 2:
+            raise ValueError(f"n_snapshots must be >= 2 (pairs of consecutive snapshots), got {self.n_snapshots}")
+        if self.n_les % 2 or self.n_dns % 2 or self.n_les > self.n_dns:
+            raise ValueError(f"n_les and n_dns must be even with n_les <= n_dns, got {self.n_les}, {self.n_dns}")
+
+    def generator_parameters(self) -> dict[str, Any]:
+        """Everything that determines the generated file (its name hashes these)."""
+        skip = {"path", "regenerate", "num_workers", "n_val", "n_test"}
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
+
+
+@dataclasses.dataclass
+class TurbulenceObjective(FlowMatchingConfig):
+    """YAML ``objective:``. ``kind: one_step`` regresses u(t + Δ) with a relative-L2 loss;
+    ``kind: flow_matching`` learns p(u(t + Δ) | u(t)) with the engine (the other keys)."""
+
+    kind: Literal["one_step", "flow_matching"] = "one_step"
+
+
+@dataclasses.dataclass
+class TurbulenceSample(SampleConfig):
+    """YAML ``sample:``: the solver of the flow-matching surrogate (few steps per Δ)."""
+
+    solver: str | dict[str, Any] = "midpoint"
+    steps: int = 2
+
+
+@dataclasses.dataclass
+class TurbulenceEval(EvalConfig):
+    """YAML ``eval:``. One-step errors on up to ``n_samples`` test pairs; rollouts of
+    ``rollout_steps`` from the first snapshot of each test trajectory, errors at
+    ``error_steps`` (where the test trajectory is long enough), spectra for k <= k_max
+    (None: n_les / 4, half the filter cut-off), ``members`` per rollout for flow matching."""
+
+    n_samples: int = 400
+    rollout_steps: int = 300
+    error_steps: list[int] = dataclasses.field(default_factory=lambda: [1, 10, 50, 200])
+    k_max: int | None = None
+    members: int = 8
+    timing_repeats: int = 10
+    dns_timing_time: float = 1.0     # physical time of the DNS timing run at n_dns²
+
+
+class Turbulence(DomainBase):
+    """Filtered 2-D Kolmogorov turbulence: deterministic and flow-matching one-step surrogates."""
+
+    name = "turbulence"
+    DataSettings = TurbulenceData
+    ObjectiveSettings = TurbulenceObjective
+    SampleSettings = TurbulenceSample
+    EvalSettings = TurbulenceEval
+
+    def __init__(self) -> None:
+        self._statistics: dict[tuple[str, float], tuple[list[float], list[float]]] = {}
+        self._rollout_cache: tuple[Any, dict[str, torch.Tensor]] | None = None
+
+    # --- data ----------------------------------------------------------------------------
+
+    def data_path(self, cfg: Config) -> Path:
+        if cfg.data.path:
+            return Path(cfg.data.path)
+        params = cfg.data.generator_parameters()
+        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
+        d = cfg.data
+        return (default_data_dir() / "turbulence"
+                / f"kolmogorov_{d.n_dns}to{d.n_les}_{d.n_trajectories}x{d.n_snapshots}_seed{d.seed}_{digest}.h5")
+
+    def make_data(self, cfg: Config, progress: bool = True) -> Path:
+        """Run the DNS, filter it and write every trajectory to one HDF5 file (split later)."""
+        d = cfg.data
+        params = d.generator_parameters()
+        generated = generate_kolmogorov(**{k: v for k, v in params.items()}, progress=progress)
+        n = d.n_les
+        coords = np.arange(n) * (2 * np.pi / n)
+        n_train = d.n_trajectories - d.n_val - d.n_test
+        bounds = {"train": (0, n_train), "val": (n_train, n_train + d.n_val),
+                  "test": (n_train + d.n_val, d.n_trajectories)}
+        splits = {split: {FIELD: generated.vorticity[a:b]} for split, (a, b) in bounds.items()}
+        physics = ("nu", "drag", "forcing_amplitude", "forcing_wavenumber", "snapshot_dt")
+        return write_dataset(
+            self.data_path(cfg), name="filtered 2-D Kolmogorov turbulence", splits=splits,
+            orders={FIELD: 0}, dims={FIELD: ["time", "x", "y"]},
+            dimensions={"time": generated.times, "x": coords, "y": coords},
+            boundary_conditions={"periodic": BoundaryCondition("periodic", ("x", "y"))},
+            scalars={k: float(params[k]) for k in physics},
+            attrs={"domain": "turbulence", **generated.attrs}, n_spatial_dims=2, grid_type="cartesian")
+
+    def _ensure_data(self, cfg: Config) -> Path:
+        path = self.data_path(cfg)
+        if cfg.data.regenerate or not path.exists():
+            if cfg.data.path and not cfg.data.regenerate:
+                raise DataError(f"{path}: data.path does not exist; remove data.path to generate the "
+                                "default data set, or set data.regenerate=true to generate it there")
+            self.make_data(cfg)
+            self._statistics.clear()
+        return path
+
+    @staticmethod
+    def trajectories(path: Path, split: str) -> torch.Tensor:
+        """The ``split``'s trajectories as (N, T, C, *spatial) float32 (C = 1: vorticity)."""
+        meta = read_meta(path)
+        if FIELD not in meta.fields:
+            raise DataError(f"{path}: the turbulence domain needs a t0 field '{FIELD}' with dims "
+                            f"[time, x, y]; the file has {sorted(meta.fields) or 'no fields'}")
+        return load_split(path, split, [FIELD])[FIELD].float().unsqueeze(2)
+
+    def build_data(self, cfg: Config) -> DataSplits:
+        """train: consecutive pairs {state, next} (P, C, *spatial); val/test: whole trajectories
+        {trajectory: (N, T, C, *spatial)} for rollouts."""
+        path = self._ensure_data(cfg)
+        train = self.trajectories(path, "train")
+        pairs = {"state": train[:, :-1].flatten(0, 1), "next": train[:, 1:].flatten(0, 1)}
+        return DataSplits(train=InMemoryDataset(pairs),
+                          val=InMemoryDataset({"trajectory": self.trajectories(path, "val")}),
+                          test=InMemoryDataset({"trajectory": self.trajectories(path, "test")}),
+                          meta=read_meta(path))
+
+    def statistics(self, cfg: Config) -> tuple[list[float], list[float]]:
+        """Per-channel mean and std of the training trajectories (all snapshots)."""
+        path = self._ensure_data(cfg)
+        key = (str(path.resolve()), path.stat().st_mtime)
+        if key not in self._statistics:
+            train = self.trajectories(path, "train")
+            self._statistics[key] = channel_statistics(train.flatten(0, 1))
+        return self._statistics[key]
+
+    # --- model and objective -------------------------------------------------------------
+
+    def build_model(self, cfg: Config) -> torch.nn.Module:
+        for reserved in ("in_channels", "out_channels"):
+            if reserved in cfg.model.params:
+                raise ConfigError(f"model.{reserved} is set by the turbulence domain from the data "
+                                  "(and the objective); remove it from the config")
+        mean, std = self.statistics(cfg)
+        wrapper = "one_step_surrogate" if cfg.objective.kind == "one_step" else "flow_surrogate"
+        operator = {"name": cfg.model.name, **cfg.model.params}
+        return build_model(wrapper, {"operator": operator, "mean": mean, "std": std})
+
+    def build_objective(self, cfg: Config) -> OneStepObjective | FlowOneStepObjective:
+        if cfg.objective.kind == "one_step":
+            return OneStepObjective()
+        return FlowOneStepObjective(FlowMatching.from_config(cfg.objective))
+
+    def is_flow(self, cfg: Config) -> bool:
+        return cfg.objective.kind == "flow_matching"
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    def step_function(self, model: torch.nn.Module, cfg: Config, generator: torch.Generator | None = None):
+        """u(t) -> u(t + Δ): the model itself, or one flow-matching sample per state."""
+        if self.is_flow(cfg):
+            return flow_step(model, Sampler.from_config(cfg.sample), generator)
+        return model
+
+    def rollouts(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, torch.Tensor]:
+        """Rollouts from the first snapshot of every test trajectory, cached for the same weights.
+
+        Returns ``reference`` (N, T, C, *S) and ``rollout`` (M, N, rollout_steps + 1, C, *S)
+        with M = 1 for deterministic surrogates and ``eval.members`` for flow matching.
+        """
+        key = (id(model), _fingerprint(model), cfg.eval.rollout_steps, cfg.eval.members,
+               json.dumps(dataclasses.asdict(cfg.sample), sort_keys=True), cfg.objective.kind)
+        if self._rollout_cache is not None and self._rollout_cache[0] == key:
+            return self._rollout_cache[1]
+        reference = data.test.tensors["trajectory"]
+        u0 = reference[:, 0]
+        generator = torch.Generator().manual_seed(cfg.seed)
+        step = self.step_function(model, cfg, generator)
+        if self.is_flow(cfg):
+            paths = ensemble_rollout(step, u0, cfg.eval.rollout_steps, cfg.eval.members)
+        else:
+            paths = rollout(step, u0, cfg.eval.rollout_steps).unsqueeze(0)
+        result = {"reference": reference, "rollout": paths}
+        self._rollout_cache = (key, result)
+        return result
+
+    def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, float]:
+        e = cfg.eval
+        reference = data.test.tensors["trajectory"]
+        state = reference[:, :-1].flatten(0, 1)[: e.n_samples]
+        target = reference[:, 1:].flatten(0, 1)[: e.n_samples]
+        metrics: dict[str, float] = {}
+        generator = torch.Generator().manual_seed(cfg.seed)
+        step = self.step_function(model, cfg, generator)
+        with torch.no_grad():
+            if self.is_flow(cfg):
+                ensemble = torch.stack([_chunked(step, state) for _ in range(e.members)])
+                metrics["one_step_rel_l2"] = float(relative_l2(ensemble[0], target).mean())
+                metrics["one_step_mean_rel_l2"] = float(relative_l2(ensemble.mean(0), target).mean())
+                metrics["one_step_crps"] = float(crps(ensemble, target))
+                metrics["one_step_spread_skill"] = float(spread_skill_ratio(ensemble, target))
+            else:
+                metrics["one_step_rel_l2"] = float(relative_l2(_chunked(step, state), target).mean())
+        metrics["persistence_rel_l2"] = float(relative_l2(state, target).mean())
+
+        runs = self.rollouts(model, data, cfg)
+        paths = runs["rollout"]
+        available = reference.shape[1] - 1
+        for s in sorted(set(e.error_steps)):
+            if 1 <= s <= min(available, e.rollout_steps):
+                truth = reference[:, s].expand_as(paths[:, :, s])
+                metrics[f"rollout_rel_l2_step{s}"] = float(relative_l2(paths[:, :, s].flatten(0, 1),
+                                                                       truth.flatten(0, 1)).mean())
+                if self.is_flow(cfg):
+                    metrics[f"rollout_crps_step{s}"] = float(crps(paths[:, :, s], reference[:, s]))
+                    metrics[f"rollout_spread_skill_step{s}"] = float(spread_skill_ratio(paths[:, :, s], reference[:, s]))
+        metrics.update(rollout_statistics(paths[:, :, 1:], reference, self.k_max(cfg, data)))
+        metrics.update(self.speed(model, reference[:1, 0], cfg, data))
+        return metrics
+
+    @staticmethod
+    def k_max(cfg: Config, data: DataSplits) -> int:
+        n = data.test.tensors["trajectory"].shape[-1]
+        return cfg.eval.k_max or n // 4
+
+    def speed(self, model: torch.nn.Module, u0: torch.Tensor, cfg: Config, data: DataSplits) -> dict[str, float]:
+        """Wall-clock of one surrogate step (batch 1) vs the DNS for the same physical time."""
+        attrs = data.meta.attrs
+        n_dns = int(attrs.get("n_dns", cfg.data.n_dns))
+        dt_snapshot = float(attrs.get("snapshot_dt", cfg.data.snapshot_dt))
+        physics = {k: attrs.get(k, getattr(cfg.data, k)) for k in
+                   ("nu", "drag", "forcing_amplitude", "forcing_wavenumber", "dt")}
+        surrogate = seconds_per_step(self.step_function(model, cfg), u0, cfg.eval.timing_repeats)
+        dns = dns_seconds_per_time_unit(n=n_dns, batch=1, duration=cfg.eval.dns_timing_time, **physics) * dt_snapshot
+        return {"seconds_per_step": surrogate, "dns_seconds_per_step": dns, "speedup": dns / surrogate,
+                "threads": float(torch.get_num_threads())}
+
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
+        runs = self.rollouts(model, data, cfg)
+        paths, reference = runs["rollout"], runs["reference"]
+        dt = float(data.meta.attrs.get("snapshot_dt", cfg.data.snapshot_dt))
+        label = cfg.model.name + (" + flow matching" if self.is_flow(cfg) else "")
+        figures = {
+            "vorticity": plots.vorticity_snapshots(reference[0, :, 0], paths[0, 0, :, 0], label),
+            "spectrum": plots.spectra(reference[:, :, 0], paths[:, :, 1:, 0], self.k_max(cfg, data), label),
+            "statistics": plots.time_series(reference[:, :, 0], paths[:, :, :, 0], dt, label),
+        }
+        if self.is_flow(cfg):
+            figures["ensemble"] = plots.ensemble_skill(reference[:, :, 0], paths[:, :, :, 0], dt, label)
+        return figures
+
+    def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int) -> dict[str, torch.Tensor]:
+        """``n`` rollouts of ``eval.rollout_steps`` from test initial states (cycled)."""
+        reference = data.test.tensors["trajectory"]
+        u0 = reference[torch.arange(n) % reference.shape[0], 0]
+        step = self.step_function(model, cfg, torch.Generator().manual_seed(cfg.seed))
+        return {"initial": u0, "rollout": rollout(step, u0, cfg.eval.rollout_steps, progress=True)}
+
+
+def rollout_statistics(paths: torch.Tensor, reference: torch.Tensor, k_max: int) -> dict[str, float]:
+    """Long-run statistics of rollouts (M, N, S, C, n, n) against the reference trajectories
+    (N, T, C, n, n), vorticity in channel 0: time-averaged spectrum for 1 <= k <= k_max,
+    mean enstrophy and energy ratios, finiteness and the peak enstrophy."""
+    w_model = paths[..., 0, :, :].flatten(0, 2).double()
+    w_ref = reference[..., 0, :, :].flatten(0, 1).double()
+    finite = bool(torch.isfinite(w_model).all())
+    k, e_ref = energy_spectrum(w_ref)
+    _, e_model = energy_spectrum(w_model)
+    shells = (k >= 1) & (k <= k_max)
+    ratio = e_model.mean(0)[shells] / e_ref.mean(0)[shells]
+    z_ref, z_model = enstrophy(w_ref), enstrophy(w_model)
+    return {
+        "rollout_finite": float(finite),
+        "spectrum_max_rel_error": float((ratio - 1).abs().max()) if finite else float("inf"),
+        "spectrum_ratio_min": float(ratio.min()),
+        "spectrum_ratio_max": float(ratio.max()),
+        "enstrophy_ratio": float(z_model.mean() / z_ref.mean()),
+        "energy_ratio": float(kinetic_energy(w_model).mean() / kinetic_energy(w_ref).mean()),
+        "peak_enstrophy_ratio": float(z_model.max() / z_ref.max()),
+    }
+
+
+def _chunked(step, states: torch.Tensor, size: int = 64) -> torch.Tensor:
+    """``step`` over ``states`` in chunks of ``size`` (bounded memory)."""
+    return torch.cat([step(chunk) for chunk in states.split(size)])
+
+
+def _fingerprint(model: torch.nn.Module) -> tuple[float, ...]:
+    """A cheap summary of the current weights (changes whenever training moves them)."""
+    with torch.no_grad():
+        return tuple(float((torch.view_as_real(p) if p.is_complex() else p).double().sum())
+                     for p in model.parameters())

@@ -1,0 +1,89 @@
+"""Figures of the turbulence domain: snapshots, spectra, time series, ensemble skill.
+
+Fields are vorticity; ``reference`` is (N, T, n, n) filtered DNS, ``paths`` are rollouts
+(M, N, S + 1, n, n) (M ensemble members, N initial states).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from flowsci_domains.turbulence.ensemble_scores import crps, spread_skill_ratio
+from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, kinetic_energy
+
+
+def vorticity_snapshots(reference: torch.Tensor, model: torch.Tensor, label: str) -> Figure:
+    """Filtered DNS (T, n, n) above the rollout (S + 1, n, n) at a few steps."""
+    last = model.shape[0] - 1
+    steps = sorted({0, min(10, last), min(50, last), min(reference.shape[0] - 1, last), last})
+    limit = float(reference.abs().quantile(0.995))
+    fig = Figure(figsize=(2.6 * len(steps), 5.4))
+    axes = fig.subplots(2, len(steps), squeeze=False)
+    for column, step in enumerate(steps):
+        for row, (fields, name) in enumerate(((reference, "filtered DNS"), (model, label))):
+            ax = axes[row, column]
+            ax.set_xticks([]), ax.set_yticks([])
+            if step >= fields.shape[0]:
+                ax.text(0.5, 0.5, "beyond the\nDNS trajectory", ha="center", va="center", transform=ax.transAxes)
+                continue
+            image = ax.imshow(fields[step].T.numpy(), origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_title(f"{name}\nstep {step}", fontsize=8)
+    fig.colorbar(image, ax=axes, shrink=0.8, label="vorticity")
+    return fig
+
+
+def spectra(reference: torch.Tensor, paths: torch.Tensor, k_max: int, label: str) -> Figure:
+    """Time-averaged energy spectra E(k) of the filtered DNS and of the rollouts, and their ratio."""
+    k, e_ref = energy_spectrum(reference.flatten(0, 1).double())
+    _, e_model = energy_spectrum(paths.flatten(0, 2).double())
+    e_ref, e_model = e_ref.mean(0).numpy(), e_model.mean(0).numpy()
+    k = k.numpy()
+    keep = k >= 1
+    fig = Figure(figsize=(10, 4))
+    ax, ratio_ax = fig.subplots(1, 2)
+    ax.loglog(k[keep], e_ref[keep], "k-", label="filtered DNS")
+    ax.loglog(k[keep], e_model[keep], "C0--", label=f"{label} rollout")
+    ax.axvline(k_max, color="grey", lw=0.8, ls=":")
+    ax.set_xlabel("k"), ax.set_ylabel("E(k)"), ax.legend(), ax.set_title("time-averaged energy spectrum")
+    ratio_ax.semilogx(k[keep], e_model[keep] / e_ref[keep], "C0-")
+    ratio_ax.axhspan(0.8, 1.2, color="green", alpha=0.1, label="±20 %")
+    ratio_ax.axhline(1, color="k", lw=0.8)
+    ratio_ax.axvline(k_max, color="grey", lw=0.8, ls=":", label=f"k_max = {k_max}")
+    ratio_ax.set_xlabel("k"), ratio_ax.set_ylabel("E_model / E_fDNS"), ratio_ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def time_series(reference: torch.Tensor, paths: torch.Tensor, dt: float, label: str) -> Figure:
+    """Enstrophy and kinetic energy against time: every rollout, every DNS trajectory."""
+    fig = Figure(figsize=(10, 4))
+    axes = fig.subplots(1, 2)
+    for ax, (statistic, name) in zip(axes, ((enstrophy, "enstrophy ½⟨ω²⟩"), (kinetic_energy, "kinetic energy ½⟨|u|²⟩"))):
+        ref = statistic(reference.double()).numpy()
+        model = statistic(paths.flatten(0, 1).double()).numpy()
+        t_ref, t_model = np.arange(ref.shape[1]) * dt, np.arange(model.shape[1]) * dt
+        ax.plot(t_ref, ref.T, color="k", lw=0.8, alpha=0.6)
+        ax.plot(t_model, model.T, color="C0", lw=0.8, alpha=0.6)
+        ax.axhline(ref.mean(), color="k", ls=":", lw=0.8)
+        ax.plot([], [], color="k", label="filtered DNS"), ax.plot([], [], color="C0", label=f"{label} rollout")
+        ax.set_xlabel("time"), ax.set_title(name), ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def ensemble_skill(reference: torch.Tensor, paths: torch.Tensor, dt: float, label: str) -> Figure:
+    """CRPS and spread-skill ratio of the ensemble rollouts against the DNS, per step."""
+    steps = np.arange(1, min(reference.shape[1], paths.shape[2]))
+    scores = np.array([[float(crps(paths[:, :, s], reference[:, s])),
+                        float(spread_skill_ratio(paths[:, :, s], reference[:, s]))] for s in steps])
+    fig = Figure(figsize=(10, 4))
+    ax, ratio_ax = fig.subplots(1, 2)
+    ax.plot(steps * dt, scores[:, 0], "C0-")
+    ax.set_xlabel("time"), ax.set_ylabel("CRPS (vorticity)"), ax.set_title(f"{label}: CRPS")
+    ratio_ax.plot(steps * dt, scores[:, 1], "C1-")
+    ratio_ax.axhline(1, color="k", lw=0.8)
+    ratio_ax.set_xlabel("time"), ratio_ax.set_ylabel("spread / RMSE"), ratio_ax.set_title("spread-skill ratio")
+    fig.tight_layout()
+    return fig
