@@ -1,13 +1,14 @@
 # flowsci developer commands. Each target creates .venv on first use.
-#   make demo   set up and train toy2d (prints the run directory and its metrics)
-#   make test   set up and run the default test tier
+#   make demo        set up and train toy2d (prints the run directory and its metrics)
+#   make turbulence  set up, generate filtered Kolmogorov DNS and train IFactFormer-m (~6 min)
+#   make test        set up and run the default test tier
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.flowsci-installed
 
-.PHONY: install demo test test-slow bench-deps bench clean
+.PHONY: install demo turbulence test test-slow bench-deps bench bench-turbulence clean
 
 install: $(STAMP)
 
@@ -19,6 +20,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 demo: install
 	$(BIN)/flowsci train domains/toy2d.yaml
+
+turbulence: install
+	$(BIN)/flowsci train domains/turbulence.yaml
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -34,6 +38,9 @@ bench-deps: install
 
 bench: bench-deps
 	$(BIN)/python bench/toy2d_vs_peers.py
+
+bench-turbulence: bench-deps
+	$(BIN)/python bench/turbulence.py --epochs 8
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

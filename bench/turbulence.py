@@ -13,6 +13,7 @@ ratio range, mean enstrophy ratio, seconds per rollout step (batch 1) and the sp
 the 128² DNS for the same physical time. Writes JSON + Markdown + PNG to --out.
 
     python bench/turbulence.py [--epochs 8] [--threads 1] [--out bench/results] [--smoke]
+    python bench/turbulence.py --flow [--epochs 8]   # the flow-matching surrogate: CRPS, spread-skill
 
 neuraloperator is optional (``make bench-deps``); without it its row is skipped with a note.
 """
@@ -24,7 +25,6 @@ import json
 import platform
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -86,19 +86,26 @@ def match_width(name: str, fixed: dict, key: str, target: int) -> dict:
     return {**fixed, key: best}
 
 
-def model_table(have_neuralop: bool) -> dict[str, tuple[str, dict]]:
+def model_table(have_neuralop: bool) -> dict[str, tuple[str, dict, list[str]]]:
+    """label -> (registered model, its arguments, extra config overrides)."""
     reference = {"dim": 48, "heads": 4, "dim_head": 16, "kernel_multiplier": 3, "n_layer": 6}
     budget = parameters("ifactformer_m", reference)
     table = {
-        "IFactFormer-m": ("ifactformer_m", reference),
-        "IFactFormer-o": ("ifactformer_o", match_width("ifactformer_o", {**reference, "dim": 48}, "dim", budget)),
-        "FNO": ("fno", match_width("fno", {"modes": 6, "n_layers": 4}, "width", budget)),
-        "IFNO": ("ifno", match_width("ifno", {"modes": 6, "n_layer": 6}, "width", budget)),
+        "IFactFormer-m": ("ifactformer_m", reference, []),
+        "IFactFormer-o": ("ifactformer_o", match_width("ifactformer_o", reference, "dim", budget), []),
+        "FNO": ("fno", match_width("fno", {"modes": 6, "n_layers": 4}, "width", budget), []),
+        "IFNO": ("ifno", match_width("ifno", {"modes": 6, "n_layer": 6}, "width", budget), []),
     }
     if have_neuralop:
         table["FNO (neuraloperator)"] = ("neuralop_fno", match_width(
-            "neuralop_fno", {"n_modes": [12, 12], "n_layers": 4}, "hidden_channels", budget))
+            "neuralop_fno", {"n_modes": [12, 12], "n_layers": 4}, "hidden_channels", budget), [])
     return table
+
+
+FLOW_TABLE = {"IFactFormer-m + flow matching": (
+    "ifactformer_m", {"dim": 48, "heads": 4, "dim_head": 16, "kernel_multiplier": 3, "n_layer": 6},
+    ["objective.kind=flow_matching", "sample.solver=midpoint", "sample.steps=1", "eval.n_samples=100",
+     "eval.members=8"])}
 
 
 def overrides(args: argparse.Namespace) -> list[str]:
@@ -112,18 +119,17 @@ def overrides(args: argparse.Namespace) -> list[str]:
     return common
 
 
-def train_model(label: str, name: str, params: dict, args: argparse.Namespace, steps: int) -> dict:
+def train_model(label: str, name: str, params: dict, extra: list[str], args: argparse.Namespace,
+                steps: int) -> dict:
+    """Train one model through flowsci's pipeline in a fresh run directory; its final metrics."""
     raw = yaml.safe_load(YAML.read_text())
     raw["model"] = {"name": name, **params}
-    cfg = config_from_dict(raw, [*overrides(args), f"train.steps={steps}"], source=str(YAML))
-    start = time.perf_counter()
-    run_dir = args.runs / name
+    cfg = config_from_dict(raw, [*overrides(args), f"train.steps={steps}", *extra], source=str(YAML))
+    run_dir = args.runs / (name + ("_flow" if cfg.objective.kind == "flow_matching" else ""))
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run per benchmark
     result = train(cfg, run_dir, progress=sys.stderr.isatty())
-    total = time.perf_counter() - start
-    metrics = result.metrics
     return {"model": label, "registered_name": name, "params": params, "parameters": parameters(name, params),
-            "train_seconds_with_eval": total, "run": str(result.run_dir), **metrics}
+            "run": str(result.run_dir), **result.metrics}
 
 
 def reference_rows(cfg, data) -> list[dict]:
@@ -179,9 +185,13 @@ def figure(rows: list[dict], runs: dict[str, torch.Tensor], reference: torch.Ten
     fig.savefig(path, dpi=120)
 
 
-def markdown(rows: list[dict], header: str) -> str:
+def markdown(rows: list[dict], header: str, flow: bool = False) -> str:
     columns = [("model", "model", "{}"), ("parameters", "params", "{:,}"), ("seconds_per_epoch", "s/epoch", "{:.1f}"),
                ("one_step_rel_l2", "one-step", "{:.3f}")]
+    if flow:
+        columns += [("one_step_mean_rel_l2", "one-step (ensemble mean)", "{:.3f}"), ("one_step_crps", "CRPS", "{:.3f}"),
+                    ("one_step_spread_skill", "spread/skill", "{:.2f}"),
+                    ("rollout_spread_skill_step10", "spread/skill@10", "{:.2f}")]
     columns += [(f"rollout_rel_l2_step{s}", f"rollout@{s}", "{:.3f}") for s in ERROR_STEPS]
     columns += [("spectrum_max_rel_error", "max spectrum err k≤8", "{:.2f}"),
                 ("enstrophy_ratio", "enstrophy ratio", "{:.2f}"), ("seconds_per_step", "ms/step", "{:.1f}"),
@@ -211,6 +221,8 @@ def main() -> None:
                         help="where the trained runs go (replaced on every benchmark)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and few steps (checks the script)")
     parser.add_argument("--models", nargs="*", help="labels to run (default: all)")
+    parser.add_argument("--flow", action="store_true",
+                        help="the flow-matching IFactFormer-m surrogate instead (turbulence_flow.*)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -227,21 +239,22 @@ def main() -> None:
     pairs = len(data.train)
     steps = max(1, round(args.epochs * pairs / args.batch_size)) if not args.smoke else 20
     rows, runs = [], {}
-    table = model_table(have_neuralop)
-    for label, (name, params) in table.items():
+    table = FLOW_TABLE if args.flow else model_table(have_neuralop)
+    for label, (name, params, extra) in table.items():
         if args.models and label not in args.models:
             continue
         print(f"--- {label}: {name} {params} ({parameters(name, params):,} parameters, {steps} steps)", flush=True)
-        row = train_model(label, name, params, args, steps)
+        row = train_model(label, name, params, extra, args, steps)
         row["seconds_per_epoch"] = _seconds_per_step(Path(row["run"])) * pairs / args.batch_size
         rows.append(row)
         from flowsci.checkpoint import load_model
 
         model_cfg = load_config(Path(row["run"]) / "config.yaml")
         runs[label] = domain.rollouts(load_model(row["run"]), domain.build_data(model_cfg), model_cfg)["rollout"]
-    rows += reference_rows(cfg, data)
+    if not args.flow:
+        rows += reference_rows(cfg, data)
     reference = data.test.tensors["trajectory"]
-    stem = "turbulence" + ("_smoke" if args.smoke else "")
+    stem = "turbulence" + ("_flow" if args.flow else "") + ("_smoke" if args.smoke else "")
     hardware = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                 "torch": torch.__version__, "flowsci": flowsci.__version__, "python": platform.python_version()}
     record = {"command": " ".join(["python", "bench/turbulence.py", *sys.argv[1:]]), "hardware": hardware,
@@ -250,9 +263,9 @@ def main() -> None:
     (args.out / f"{stem}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     header = (f"`{record['command']}` — {steps} steps × batch {args.batch_size} = {args.epochs:g} epochs of "
               f"{pairs} pairs, {hardware['threads']} thread(s), torch {hardware['torch']}")
-    (args.out / f"{stem}.md").write_text(markdown(rows, header))
+    (args.out / f"{stem}.md").write_text(markdown(rows, header, args.flow))
     figure(rows, runs, reference, args.out / f"{stem}.png")
-    print(markdown(rows, header))
+    print(markdown(rows, header, args.flow))
 
 
 def _seconds_per_step(run: Path) -> float:

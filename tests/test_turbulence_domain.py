@@ -129,3 +129,8 @@ def test_cli_train_prints_the_one_step_error_and_the_figures(tmp_path):
                                env=subprocess_env(), timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "spectrum_max_rel_error=" in evaluated.stdout
+    sampled = subprocess.run([FLOWSCI, "sample", str(tmp_path / "run"), "-n", "3", "--out", str(tmp_path / "s.npz")],
+                             capture_output=True, text=True, env=subprocess_env(), timeout=300)
+    assert sampled.returncode == 0, sampled.stderr
+    with np.load(tmp_path / "s.npz") as rollouts:
+        assert rollouts["rollout"].shape == (3, 13, 1, 16, 16) and np.isfinite(rollouts["rollout"]).all()

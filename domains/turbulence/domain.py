@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -92,7 +93,7 @@ class TurbulenceSample(SampleConfig):
 
 @dataclasses.dataclass
 class TurbulenceEval(EvalConfig):
-    """YAML ``eval:``. One-step errors on up to ``n_samples`` test pairs; rollouts of
+    """YAML ``eval:``. One-step errors on up to ``n_samples`` test pairs (evenly spread); rollouts of
     ``rollout_steps`` from the first snapshot of each test trajectory, errors at
     ``error_steps`` (where the test trajectory is long enough), spectra for k <= k_max
     (None: n_les / 4, half the filter cut-off), ``members`` per rollout for flow matching."""
@@ -130,11 +131,15 @@ class Turbulence(DomainBase):
         return (default_data_dir() / "turbulence"
                 / f"kolmogorov_{d.n_dns}to{d.n_les}_{d.n_trajectories}x{d.n_snapshots}_seed{d.seed}_{digest}.h5")
 
-    def make_data(self, cfg: Config, progress: bool = True) -> Path:
-        """Run the DNS, filter it and write every trajectory to one HDF5 file (split later)."""
+    def make_data(self, cfg: Config, progress: bool | None = None) -> Path:
+        """Run the DNS, filter it and write every trajectory to one HDF5 file (split later).
+        ``progress``: a progress bar (default: when stderr is a terminal)."""
         d = cfg.data
         params = d.generator_parameters()
-        generated = generate_kolmogorov(**{k: v for k, v in params.items()}, progress=progress)
+        print(f"turbulence: generating {d.n_trajectories} trajectories x {d.n_snapshots} snapshots "
+              f"({d.n_dns}² DNS -> {d.n_les}²) into {self.data_path(cfg)}", file=sys.stderr, flush=True)
+        show = sys.stderr.isatty() if progress is None else progress
+        generated = generate_kolmogorov(**params, progress=show)
         n = d.n_les
         coords = np.arange(n) * (2 * np.pi / n)
         n_train = d.n_trajectories - d.n_val - d.n_test
@@ -223,7 +228,7 @@ class Turbulence(DomainBase):
         Returns ``reference`` (N, T, C, *S) and ``rollout`` (M, N, rollout_steps + 1, C, *S)
         with M = 1 for deterministic surrogates and ``eval.members`` for flow matching.
         """
-        key = (id(model), _fingerprint(model), cfg.eval.rollout_steps, cfg.eval.members,
+        key = (id(model), _fingerprint(model), id(data.test), cfg.eval.rollout_steps, cfg.eval.members,
                json.dumps(dataclasses.asdict(cfg.sample), sort_keys=True), cfg.objective.kind)
         if self._rollout_cache is not None and self._rollout_cache[0] == key:
             return self._rollout_cache[1]
@@ -242,8 +247,10 @@ class Turbulence(DomainBase):
     def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, float]:
         e = cfg.eval
         reference = data.test.tensors["trajectory"]
-        state = reference[:, :-1].flatten(0, 1)[: e.n_samples]
-        target = reference[:, 1:].flatten(0, 1)[: e.n_samples]
+        pairs = reference.shape[0] * (reference.shape[1] - 1)
+        chosen = torch.linspace(0, pairs - 1, min(e.n_samples, pairs)).long()  # spread over all test pairs
+        state = reference[:, :-1].flatten(0, 1)[chosen]
+        target = reference[:, 1:].flatten(0, 1)[chosen]
         metrics: dict[str, float] = {}
         generator = torch.Generator().manual_seed(cfg.seed)
         step = self.step_function(model, cfg, generator)
@@ -309,7 +316,7 @@ class Turbulence(DomainBase):
         reference = data.test.tensors["trajectory"]
         u0 = reference[torch.arange(n) % reference.shape[0], 0]
         step = self.step_function(model, cfg, torch.Generator().manual_seed(cfg.seed))
-        return {"initial": u0, "rollout": rollout(step, u0, cfg.eval.rollout_steps, progress=True)}
+        return {"initial": u0, "rollout": rollout(step, u0, cfg.eval.rollout_steps, progress=sys.stderr.isatty())}
 
 
 def rollout_statistics(paths: torch.Tensor, reference: torch.Tensor, k_max: int) -> dict[str, float]:

@@ -1,0 +1,41 @@
+"""IFactFormer-m's claims at CPU scale (sciml_anchors.md §B.1.4), on the default data and
+training budget of domains/turbulence.yaml: -m and -o (equal parameter budget) trained for the
+same number of steps. About 10 minutes on one core. ``pytest -m slow``."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+from flowsci.config import load_config
+from flowsci.training import train
+
+pytestmark = pytest.mark.slow
+
+YAML = REPO / "domains" / "turbulence.yaml"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    out = tmp_path_factory.mktemp("turbulence_claims")
+    variants = {"m": [], "o": ["model.name=ifactformer_o", "model.dim=50"]}  # 74.4 k vs 75.5 k parameters
+    results = {name: train(load_config(YAML, ["train.threads=1", *extra]), out / name, progress=False)
+               for name, extra in variants.items()}
+    for name, result in results.items():
+        print(name, {k: round(v, 4) for k, v in result.metrics.items()})
+    return results
+
+
+def test_m_reaches_a_lower_one_step_error_than_o_at_equal_steps(runs):
+    assert runs["m"].metrics["one_step_rel_l2"] < runs["o"].metrics["one_step_rel_l2"]
+
+
+def test_m_rollout_stays_bounded_with_the_filtered_dns_statistics(runs):
+    m = runs["m"].metrics
+    assert m["rollout_finite"] == 1.0
+    assert m["spectrum_max_rel_error"] <= 0.2, "time-averaged E(k) within ±20 % for k <= k_cut / 2"
+    assert abs(m["enstrophy_ratio"] - 1) <= 0.2, "mean enstrophy within ±20 %"
+
+
+def test_surrogate_is_ten_times_faster_than_the_dns_per_unit_physical_time(runs):
+    assert runs["m"].metrics["speedup"] >= 10
