@@ -115,7 +115,8 @@ def overrides(args: argparse.Namespace) -> list[str]:
     if args.smoke:
         common += ["data.n_trajectories=4", "data.n_val=1", "data.n_test=1", "data.n_snapshots=40",
                    "data.spinup_time=5", "data.n_dns=64", "eval.rollout_steps=40",
-                   "eval.error_steps=[1,10,30]", "eval.timing_repeats=2", "eval.dns_timing_time=0.2"]
+                   "eval.error_steps=[1,10,30]", "eval.timing_repeats=2", "eval.dns_timing_time=0.2",
+                   "eval.timing_batch=2"]
     return common
 
 
@@ -195,7 +196,7 @@ def markdown(rows: list[dict], header: str, flow: bool = False) -> str:
     columns += [(f"rollout_rel_l2_step{s}", f"rollout@{s}", "{:.3f}") for s in ERROR_STEPS]
     columns += [("spectrum_max_rel_error", "max spectrum err k≤8", "{:.2f}"),
                 ("enstrophy_ratio", "enstrophy ratio", "{:.2f}"), ("seconds_per_step", "ms/step", "{:.1f}"),
-                ("speedup", "speed-up vs DNS", "{:.0f}×")]
+                ("speedup", "speed-up vs DNS", "{:.1f}×"), ("speedup_batch16", "speed-up, batch 16", "{:.1f}×")]
     lines = [header, "", "| " + " | ".join(c[1] for c in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,13 +24,15 @@ SMALL = ["data.n_train=2000", "data.n_val=200", "data.n_test=200", "eval.n_sampl
          "train.batch_size=64", "train.log_every=1", "train.warmup_steps=5"]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_data(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Generated data goes to one session-wide temp folder; child processes use one thread."""
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_data(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Generated data goes to one session-wide temp folder (session scope: module-scoped
+    fixtures that train see it too); child processes use one thread."""
     data = tmp_path_factory.getbasetemp() / "data"
-    monkeypatch.setenv("FLOWSCI_DATA", str(data))
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    return data
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FLOWSCI_DATA", str(data))
+        patch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+        yield data
 
 
 def subprocess_env() -> dict[str, str]:

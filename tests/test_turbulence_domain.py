@@ -26,7 +26,7 @@ TINY = ["data.n_trajectories=4", "data.n_val=1", "data.n_test=1", "data.n_snapsh
         "train.steps=8", "train.batch_size=4", "train.log_every=1", "train.warmup_steps=2",
         "train.checkpoint_every=4", "train.threads=1",
         "eval.rollout_steps=12", "eval.error_steps=[1,5,11]", "eval.members=3",
-        "eval.timing_repeats=2", "eval.dns_timing_time=0.05"]
+        "eval.timing_repeats=2", "eval.dns_timing_time=0.05", "eval.timing_batch=2"]
 
 
 def tiny(*extra: str):
@@ -75,7 +75,7 @@ def test_one_step_run_reports_errors_rollout_statistics_speed_and_figures(one_st
     m = one_step_run.metrics
     for key in ("one_step_rel_l2", "persistence_rel_l2", "rollout_rel_l2_step1", "rollout_rel_l2_step5",
                 "rollout_rel_l2_step11", "spectrum_max_rel_error", "enstrophy_ratio", "energy_ratio",
-                "rollout_finite", "speedup", "seconds_per_step", "dns_seconds_per_step"):
+                "rollout_finite", "speedup", "seconds_per_step", "dns_seconds_per_step", "speedup_batch2"):
         assert key in m and np.isfinite(m[key]), key
     # the one-step error of the rollout at step 1 is the one-step error of the first test pair
     assert m["rollout_rel_l2_step1"] > 0
@@ -134,3 +134,40 @@ def test_cli_train_prints_the_one_step_error_and_the_figures(tmp_path):
     assert sampled.returncode == 0, sampled.stderr
     with np.load(tmp_path / "s.npz") as rollouts:
         assert rollouts["rollout"].shape == (3, 13, 1, 16, 16) and np.isfinite(rollouts["rollout"]).all()
+
+
+def test_pushforward_windows_and_objective_target_the_true_future_state():
+    cfg = tiny("objective.unroll=3")
+    data = get_domain("turbulence").build_data(cfg)
+    with h5py.File(get_domain("turbulence").data_path(cfg)) as f:
+        train_w = torch.from_numpy(f["splits/train/t0_fields/vorticity"][...]).float()
+    windows = 12 - 3
+    assert len(data.train) == 2 * windows
+    future = data.train.tensors["future"]
+    assert future.shape == (2 * windows, 3, 1, 16, 16)
+    assert torch.equal(future[windows + 4, 2, 0], train_w[1, 4 + 3])  # trajectory 1, start 4, third step
+
+    from flowsci_domains.turbulence.objectives import OneStepObjective
+
+    class Shift(torch.nn.Module):
+        """u -> u + 1, with a normaliser that changes nothing: k steps add k."""
+
+        def __init__(self):
+            super().__init__()
+            from flowsci_domains.turbulence.surrogate import ChannelNormalizer
+
+            self.normalizer = ChannelNormalizer([0.0], [1.0])
+
+        def forward(self, u):
+            return u + 1
+
+    state = torch.zeros(4, 1, 2, 2)
+    batch = {"state": state, "next": state + 1, "future": torch.stack([state + 1, state + 2, state + 3], 1)}
+    torch.manual_seed(0)
+    draws = [OneStepObjective(unroll=3).loss(Shift(), batch) for _ in range(20)]
+    assert {logs["unroll"] for _, logs in draws} == {1.0, 2.0, 3.0}
+    assert all(float(loss) == 0.0 for loss, _ in draws)  # every depth k compares with u(t + kΔ)
+    wrong = {**batch, "future": torch.stack([state + 1, state + 1, state + 1], 1)}
+    assert max(float(OneStepObjective(unroll=3).loss(Shift(), wrong)[0]) for _ in range(20)) > 0
+    with pytest.raises(ConfigError, match="kind: one_step"):
+        tiny("objective.unroll=2", "objective.kind=flow_matching")

@@ -81,6 +81,13 @@ class TurbulenceObjective(FlowMatchingConfig):
     ``kind: flow_matching`` learns p(u(t + Δ) | u(t)) with the engine (the other keys)."""
 
     kind: Literal["one_step", "flow_matching"] = "one_step"
+    unroll: int = 1                  # one_step: pushforward depth K (1: plain one-step training)
+
+    def __post_init__(self) -> None:
+        if self.unroll < 1:
+            raise ValueError(f"unroll must be >= 1, got {self.unroll}")
+        if self.unroll > 1 and self.kind != "one_step":
+            raise ValueError("unroll > 1 (pushforward training) needs kind: one_step")
 
 
 @dataclasses.dataclass
@@ -104,6 +111,7 @@ class TurbulenceEval(EvalConfig):
     k_max: int | None = None
     members: int = 8
     timing_repeats: int = 10
+    timing_batch: int = 16           # the batched speed measurement (trajectories at once)
     dns_timing_time: float = 1.0     # physical time of the DNS timing run at n_dns²
 
 
@@ -175,11 +183,19 @@ class Turbulence(DomainBase):
         return load_split(path, split, [FIELD])[FIELD].float().unsqueeze(2)
 
     def build_data(self, cfg: Config) -> DataSplits:
-        """train: consecutive pairs {state, next} (P, C, *spatial); val/test: whole trajectories
+        """train: consecutive pairs {state, next} (P, C, *spatial) (plus ``future`` (P, K, C, *spatial),
+        the next K snapshots, for pushforward training); val/test: whole trajectories
         {trajectory: (N, T, C, *spatial)} for rollouts."""
         path = self._ensure_data(cfg)
         train = self.trajectories(path, "train")
-        pairs = {"state": train[:, :-1].flatten(0, 1), "next": train[:, 1:].flatten(0, 1)}
+        k = cfg.objective.unroll
+        if k >= train.shape[1]:
+            raise ConfigError(f"objective.unroll={k} needs trajectories longer than {k} snapshots "
+                              f"(data.n_snapshots={train.shape[1]})")
+        starts = train.shape[1] - k  # windows u(t), u(t + Δ), ..., u(t + kΔ)
+        pairs = {"state": train[:, :starts].flatten(0, 1), "next": train[:, 1:starts + 1].flatten(0, 1)}
+        if k > 1:
+            pairs["future"] = torch.stack([train[:, j:starts + j] for j in range(1, k + 1)], dim=2).flatten(0, 1)
         return DataSplits(train=InMemoryDataset(pairs),
                           val=InMemoryDataset({"trajectory": self.trajectories(path, "val")}),
                           test=InMemoryDataset({"trajectory": self.trajectories(path, "test")}),
@@ -208,7 +224,7 @@ class Turbulence(DomainBase):
 
     def build_objective(self, cfg: Config) -> OneStepObjective | FlowOneStepObjective:
         if cfg.objective.kind == "one_step":
-            return OneStepObjective()
+            return OneStepObjective(cfg.objective.unroll)
         return FlowOneStepObjective(FlowMatching.from_config(cfg.objective))
 
     def is_flow(self, cfg: Config) -> bool:
@@ -277,7 +293,7 @@ class Turbulence(DomainBase):
                     metrics[f"rollout_crps_step{s}"] = float(crps(paths[:, :, s], reference[:, s]))
                     metrics[f"rollout_spread_skill_step{s}"] = float(spread_skill_ratio(paths[:, :, s], reference[:, s]))
         metrics.update(rollout_statistics(paths[:, :, 1:], reference, self.k_max(cfg, data)))
-        metrics.update(self.speed(model, reference[:1, 0], cfg, data))
+        metrics.update(self.speed(model, reference[:, 0], cfg, data))
         return metrics
 
     @staticmethod
@@ -286,16 +302,23 @@ class Turbulence(DomainBase):
         return cfg.eval.k_max or n // 4
 
     def speed(self, model: torch.nn.Module, u0: torch.Tensor, cfg: Config, data: DataSplits) -> dict[str, float]:
-        """Wall-clock of one surrogate step (batch 1) vs the DNS for the same physical time."""
+        """Wall-clock per trajectory of one surrogate step vs the DNS for the same physical time,
+        one trajectory at a time and ``eval.timing_batch`` trajectories at once."""
         attrs = data.meta.attrs
         n_dns = int(attrs.get("n_dns", cfg.data.n_dns))
         dt_snapshot = float(attrs.get("snapshot_dt", cfg.data.snapshot_dt))
         physics = {k: attrs.get(k, getattr(cfg.data, k)) for k in
                    ("nu", "drag", "forcing_amplitude", "forcing_wavenumber", "dt")}
-        surrogate = seconds_per_step(self.step_function(model, cfg), u0, cfg.eval.timing_repeats)
-        dns = dns_seconds_per_time_unit(n=n_dns, batch=1, duration=cfg.eval.dns_timing_time, **physics) * dt_snapshot
-        return {"seconds_per_step": surrogate, "dns_seconds_per_step": dns, "speedup": dns / surrogate,
-                "threads": float(torch.get_num_threads())}
+        step = self.step_function(model, cfg)
+        metrics = {"threads": float(torch.get_num_threads())}
+        for batch, suffix in ((1, ""), (cfg.eval.timing_batch, f"_batch{cfg.eval.timing_batch}")):
+            states = u0[:1].expand(batch, *u0.shape[1:]).contiguous()
+            surrogate = seconds_per_step(step, states, cfg.eval.timing_repeats) / batch
+            dns = dns_seconds_per_time_unit(n=n_dns, batch=batch, duration=cfg.eval.dns_timing_time,
+                                            **physics) * dt_snapshot / batch
+            metrics.update({f"seconds_per_step{suffix}": surrogate, f"dns_seconds_per_step{suffix}": dns,
+                            f"speedup{suffix}": dns / surrogate})
+        return metrics
 
     def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
         runs = self.rollouts(model, data, cfg)

@@ -25,13 +25,29 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 
 
 class OneStepObjective:
-    """Relative L2 of the one-step prediction in normalised units, averaged over the batch."""
+    """Relative L2 of the one-step prediction in normalised units, averaged over the batch.
+
+    ``unroll`` K > 1 adds pushforward training (Brandstetter, Worrall & Welling 2022): each
+    batch draws k uniformly from 1..K, rolls the model k - 1 steps from u(t) without gradient
+    and regresses u(t + kΔ) (batch key ``future``: (B, K, C, *S)) from that state, so that the
+    model learns to correct the errors its own rollouts feed it.
+    """
+
+    def __init__(self, unroll: int = 1):
+        if unroll < 1:
+            raise ValueError(f"unroll must be >= 1, got {unroll}")
+        self.unroll = unroll
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         normalizer = _unwrapped(model).normalizer
-        prediction = model(batch["state"])
-        error = relative_l2(normalizer.normalize(prediction), normalizer.normalize(batch["next"]))
-        return error.mean(), {}
+        k = int(torch.randint(1, self.unroll + 1, ())) if self.unroll > 1 else 1
+        state, target = batch["state"], batch["next"] if k == 1 else batch["future"][:, k - 1]
+        if k > 1:
+            with torch.no_grad():
+                for _ in range(k - 1):
+                    state = model(state)
+        error = relative_l2(normalizer.normalize(model(state)), normalizer.normalize(target))
+        return error.mean(), {"unroll": float(k)} if self.unroll > 1 else {}
 
 
 class FlowOneStepObjective:
