@@ -80,7 +80,7 @@ def test_one_step_run_reports_errors_rollout_statistics_speed_and_figures(one_st
     # the one-step error of the rollout at step 1 is the one-step error of the first test pair
     assert m["rollout_rel_l2_step1"] > 0
     figures = sorted(p.name for p in (one_step_run.run_dir / "figures").glob("*.png"))
-    assert figures == ["spectrum.png", "statistics.png", "vorticity.png"]
+    assert figures == ["attention_kernels.png", "spectrum.png", "statistics.png", "vorticity.png"]
 
 
 def test_flow_matching_surrogate_trains_and_reports_ensemble_scores(tmp_path):

@@ -332,6 +332,9 @@ class Turbulence(DomainBase):
         }
         if self.is_flow(cfg):
             figures["ensemble"] = plots.ensemble_skill(reference[:, :, 0], paths[:, :, :, 0], dt, label)
+        elif hasattr(model.operator, "attention_kernels"):
+            kernels = model.operator.attention_kernels(model.normalizer.normalize(reference[:1, 0]))
+            figures["attention_kernels"] = plots.attention_kernels(kernels, label)
         return figures
 
     def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int) -> dict[str, torch.Tensor]:

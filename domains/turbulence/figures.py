@@ -87,3 +87,23 @@ def ensemble_skill(reference: torch.Tensor, paths: torch.Tensor, dt: float, labe
     ratio_ax.set_xlabel("time"), ratio_ax.set_ylabel("spread / RMSE"), ratio_ax.set_title("spread-skill ratio")
     fig.tight_layout()
     return fig
+
+
+def attention_kernels(kernels: list[list[torch.Tensor]], label: str) -> Figure:
+    """The axis kernels K_a (B, h, n, n) of a factorized-attention operator for one input, at
+    the first and the last of its weight-shared iterations: rows (layer, axis), columns heads."""
+    layers = sorted({0, len(kernels) - 1})
+    heads = kernels[0][0].shape[1]
+    rows = [(layer, axis) for layer in layers for axis in range(len(kernels[layer]))]
+    fig = Figure(figsize=(2.2 * heads, 2.2 * len(rows)))
+    axes = fig.subplots(len(rows), heads, squeeze=False)
+    for row, (layer, axis) in enumerate(rows):
+        for head in range(heads):
+            kernel = kernels[layer][axis][0, head].float()
+            limit = float(kernel.abs().max()) or 1.0
+            ax = axes[row, head]
+            ax.imshow(kernel.numpy(), cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_xticks([]), ax.set_yticks([])
+            ax.set_title(f"iteration {layer + 1}, K_{'xyz'[axis]}, head {head + 1}", fontsize=7)
+    fig.suptitle(f"{label}: axis kernels (no softmax; colour range ± max |K|)", fontsize=9)
+    return fig

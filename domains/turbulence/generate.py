@@ -15,10 +15,10 @@ import math
 import time
 
 import torch
-from tqdm import tqdm
 
 from flowsci_domains.turbulence.spectral import Kolmogorov2D, grid_size, random_initial_vorticity
 from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, kinetic_energy, spectral_filter
+from flowsci_domains.turbulence.timed_run import TimedRun
 
 # Spin-up of the default flow: from the random initial field the energy, enstrophy and the
 # high-wavenumber spectrum level off by t ~ 20-25 (drag time 1 / alpha = 10).
@@ -73,34 +73,20 @@ def generate_kolmogorov(*, n_trajectories: int = 16, n_snapshots: int = 201, sna
     w = random_initial_vorticity(n_trajectories, n_dns, generator, dtype=dtype)
 
     total_time = spinup_time + (n_snapshots - 1) * snapshot_dt
-    bar = tqdm(total=total_time, desc="Kolmogorov DNS", disable=not progress,
-               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} time units [{elapsed}<{remaining}]")
-    solver_seconds, clock = 0.0, 0.0
-
-    def advance(state: torch.Tensor, duration: float) -> torch.Tensor:
-        nonlocal solver_seconds, clock
-        start = time.perf_counter()
-        state = solver.advance(state, duration)
-        solver_seconds += time.perf_counter() - start
-        clock += duration
-        bar.update(min(clock, total_time) - bar.n)
-        return state
-
-    n_chunks = math.ceil(spinup_time / snapshot_dt - 1e-9)
-    for _ in range(n_chunks):
-        w = advance(w, spinup_time / n_chunks)
+    run = TimedRun(solver, total_time, "Kolmogorov DNS", progress)
+    w = run.spin_up(w, spinup_time, snapshot_dt)
     snapshots = torch.empty(n_trajectories, n_snapshots, n_les, n_les, dtype=torch.float32)
     energy = torch.empty(n_trajectories, n_snapshots, dtype=torch.float64)
     enstrophy_dns = torch.empty(n_trajectories, n_snapshots, dtype=torch.float64)
     spectrum_sum = torch.zeros(n_dns // 2, dtype=torch.float64)
     for index in range(n_snapshots):
         if index > 0:
-            w = advance(w, snapshot_dt)
+            w = run.advance(w, snapshot_dt)
         snapshots[:, index] = spectral_filter(w, n_les).float()
         energy[:, index] = kinetic_energy(w).double()
         enstrophy_dns[:, index] = enstrophy(w).double()
         spectrum_sum += energy_spectrum(w)[1].double().sum(dim=0)
-    bar.close()
+    run.close()
 
     mean_energy = energy.mean().item()
     u_rms = math.sqrt(2 * mean_energy)
@@ -108,7 +94,7 @@ def generate_kolmogorov(*, n_trajectories: int = 16, n_snapshots: int = 201, sna
     shells = torch.arange(1, n_dns // 2 + 1, dtype=torch.float64)
     integral_scale = 2 * math.pi * ((spectrum_sum / shells).sum() / spectrum_sum.sum()).item()
     turnover = forcing_scale / u_rms
-    seconds_per_time_batch = solver_seconds / total_time if total_time > 0 else float("nan")
+    seconds_per_time_batch = run.seconds_per_time_unit()
     attrs: dict[str, AttrValue] = {
         "equation": "dw/dt + u.grad w = nu lap w - drag w + A cos(k_f y) on [0, 2pi)^2",
         "n_trajectories": n_trajectories, "n_snapshots": n_snapshots, "snapshot_dt": snapshot_dt,

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 
 import torch
 from tqdm import tqdm
 
 from flowsci_domains.turbulence.statistics import spectral_filter
+from flowsci_domains.turbulence.timed_run import TimedRun
 
 AttrValue = int | float | str | bool
 
@@ -262,32 +262,18 @@ def generate_isotropic3d(*, n_trajectories: int = 8, n_snapshots: int = 61, snap
                          forcing_wavenumber=forcing_wavenumber, dt=dt)
     u = random_solenoidal_velocity(n_trajectories, n_dns, torch.Generator().manual_seed(seed), dtype=dtype)
     total_time = spinup_time + (n_snapshots - 1) * snapshot_dt
-    bar = tqdm(total=total_time, desc="Isotropic DNS", disable=not progress,
-               bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} time units [{elapsed}<{remaining}]")
-    solver_seconds, clock = 0.0, 0.0
-
-    def advance(state: torch.Tensor, duration: float) -> torch.Tensor:
-        nonlocal solver_seconds, clock
-        start = time.perf_counter()
-        state = solver.advance(state, duration)
-        solver_seconds += time.perf_counter() - start
-        clock += duration
-        bar.update(min(clock, total_time) - bar.n)
-        return state
-
-    n_chunks = math.ceil(spinup_time / snapshot_dt - 1e-9)
-    for _ in range(n_chunks):
-        u = advance(u, spinup_time / n_chunks)
+    run = TimedRun(solver, total_time, "Isotropic DNS", progress)
+    u = run.spin_up(u, spinup_time, snapshot_dt)
     snapshots = torch.empty(n_trajectories, n_snapshots, 3, n_les, n_les, n_les, dtype=torch.float32)
     spectrum_sum = torch.zeros(n_dns // 2, dtype=torch.float64)
     enstrophy_sum = 0.0
     for index in range(n_snapshots):
         if index > 0:
-            u = advance(u, snapshot_dt)
+            u = run.advance(u, snapshot_dt)
         snapshots[:, index] = spectral_filter(u, n_les, ndim=3).float()
         spectrum_sum += energy_spectrum_3d(u)[1].double().sum(dim=0)
         enstrophy_sum += enstrophy_3d(u.double()).sum().item()
-    bar.close()
+    run.close()
 
     n_fields = n_trajectories * n_snapshots
     spectrum = spectrum_sum / n_fields
@@ -298,7 +284,7 @@ def generate_isotropic3d(*, n_trajectories: int = 8, n_snapshots: int = 61, snap
     integral_scale = math.pi / (2 * u_prime ** 2) * (spectrum / k).sum().item()
     taylor_scale = math.sqrt(15 * nu * u_prime ** 2 / dissipation)
     kolmogorov_scale = (nu ** 3 / dissipation) ** 0.25
-    seconds_per_time_batch = solver_seconds / total_time if total_time > 0 else float("nan")
+    seconds_per_time_batch = run.seconds_per_time_unit()
     attrs: dict[str, AttrValue] = {
         "equation": "du/dt = P(u x curl u) + nu lap u + f, constant-power forcing on 0 < |k| <= k_f",
         "n_trajectories": n_trajectories, "n_snapshots": n_snapshots, "snapshot_dt": snapshot_dt,
