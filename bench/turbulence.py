@@ -133,8 +133,9 @@ def train_model(label: str, name: str, params: dict, extra: list[str], args: arg
             "run": str(result.run_dir), **result.metrics}
 
 
-def reference_rows(cfg, data) -> list[dict]:
-    """Persistence and the coarse solver without closure on the test trajectories."""
+def reference_rows(data) -> tuple[list[dict], torch.Tensor]:
+    """Persistence and the coarse solver without closure on the test trajectories; also the
+    coarse solver's rollouts (1, N, T, 1, n, n)."""
     reference = data.test.tensors["trajectory"]
     steps = reference.shape[1] - 1
     attrs = data.meta.attrs
@@ -157,7 +158,7 @@ def reference_rows(cfg, data) -> list[dict]:
                 row[f"rollout_rel_l2_step{s}"] = float(relative_l2(paths[:, s], reference[:, s]).mean())
         row.update(rollout_statistics(paths[None, :, 1:], reference, k_max))
         rows.append(row)
-    return rows
+    return rows, coarse[None]
 
 
 def figure(rows: list[dict], runs: dict[str, torch.Tensor], reference: torch.Tensor, path: Path) -> None:
@@ -168,16 +169,17 @@ def figure(rows: list[dict], runs: dict[str, torch.Tensor], reference: torch.Ten
     bars.invert_yaxis()
     bars.set_xlabel("one-step test relative L2"), bars.set_title("one-step error")
     k, e_ref = energy_spectrum(reference[:, :, 0].flatten(0, 1).double())
-    spectra.loglog(k[1:], e_ref.mean(0)[1:], "k-", lw=2, label="filtered DNS")
+    spectra.loglog(k, e_ref.mean(0), "k-", lw=2, label="filtered DNS")
     for label, paths in runs.items():
-        w = paths[..., 0, :, :].flatten(0, 2).double()
+        w = paths[..., 1:, 0, :, :].flatten(0, 2).double()
         if torch.isfinite(w).all():
-            spectra.loglog(k[1:], energy_spectrum(w)[1].mean(0)[1:], lw=1, label=label)
+            style = ":" if label.startswith("coarse") else "-"
+            spectra.loglog(k, energy_spectrum(w)[1].mean(0), style, lw=1, label=label)
         z = enstrophy(paths[0, 0, :, 0].double())
         series.semilogy(torch.arange(len(z)), z.clamp_min(1e-6), lw=1, label=label)
     series.semilogy(torch.arange(reference.shape[1]), enstrophy(reference[0, :, 0].double()), "k-", lw=2,
                     label="filtered DNS")
-    spectra.set_ylim(bottom=float(e_ref.mean(0)[1:].min()) / 10)
+    spectra.set_ylim(bottom=float(e_ref.mean(0).min()) / 10)
     spectra.set_xlabel("k"), spectra.set_ylabel("E(k)"), spectra.legend(fontsize=7)
     spectra.set_title("time-averaged spectrum of 300-step rollouts")
     series.set_xlabel("rollout step"), series.set_ylabel("enstrophy"), series.legend(fontsize=7)
@@ -222,6 +224,8 @@ def main() -> None:
                         help="where the trained runs go (replaced on every benchmark)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and few steps (checks the script)")
     parser.add_argument("--models", nargs="*", help="labels to run (default: all)")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="rebuild the table and figure of a finished benchmark from its JSON and runs")
     parser.add_argument("--flow", action="store_true",
                         help="the flow-matching IFactFormer-m surrogate instead (turbulence_flow.*)")
     args = parser.parse_args()
@@ -235,6 +239,9 @@ def main() -> None:
         have_neuralop = False
 
     domain = get_domain("turbulence")
+    if args.report:
+        report(args.report, domain)
+        return
     cfg = load_config(YAML, overrides(args))
     data = domain.build_data(cfg)
     pairs = len(data.train)
@@ -248,12 +255,11 @@ def main() -> None:
         row = train_model(label, name, params, extra, args, steps)
         row["seconds_per_epoch"] = _seconds_per_step(Path(row["run"])) * pairs / args.batch_size
         rows.append(row)
-        from flowsci.checkpoint import load_model
-
-        model_cfg = load_config(Path(row["run"]) / "config.yaml")
-        runs[label] = domain.rollouts(load_model(row["run"]), domain.build_data(model_cfg), model_cfg)["rollout"]
+        runs[label] = run_rollouts(domain, Path(row["run"]))
     if not args.flow:
-        rows += reference_rows(cfg, data)
+        baseline_rows, coarse = reference_rows(data)
+        rows += baseline_rows
+        runs["coarse solver (no closure)"] = coarse
     reference = data.test.tensors["trajectory"]
     stem = "turbulence" + ("_flow" if args.flow else "") + ("_smoke" if args.smoke else "")
     hardware = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
@@ -267,6 +273,32 @@ def main() -> None:
     (args.out / f"{stem}.md").write_text(markdown(rows, header, args.flow))
     figure(rows, runs, reference, args.out / f"{stem}.png")
     print(markdown(rows, header, args.flow))
+
+
+def run_rollouts(domain, run: Path) -> torch.Tensor:
+    """The evaluation rollouts (M, N, S + 1, C, n, n) of a trained run's final model."""
+    from flowsci.checkpoint import load_model
+
+    cfg = load_config(run / "config.yaml")
+    return domain.rollouts(load_model(run), domain.build_data(cfg), cfg)["rollout"]
+
+
+def report(path: Path, domain) -> None:
+    """Rewrite the Markdown table and the figure next to ``path`` from its rows and runs."""
+    record = json.loads(path.read_text())
+    rows = record["rows"]
+    flow = any("one_step_crps" in row for row in rows)
+    runs = {row["model"]: run_rollouts(domain, Path(row["run"])) for row in rows if "run" in row}
+    data = domain.build_data(load_config(Path(rows[0]["run"]) / "config.yaml"))
+    if not flow:
+        runs["coarse solver (no closure)"] = reference_rows(data)[1]
+    hardware = record["hardware"]
+    header = (f"`{record['command']}` — {record['steps']} steps × batch {record['batch_size']} = "
+              f"{record['epochs']:g} epochs of {record['train_pairs']} pairs, {hardware['threads']} thread(s), "
+              f"torch {hardware['torch']}")
+    path.with_suffix(".md").write_text(markdown(rows, header, flow))
+    figure(rows, runs, data.test.tensors["trajectory"], path.with_suffix(".png"))
+    print(markdown(rows, header, flow))
 
 
 def _seconds_per_step(run: Path) -> float:
