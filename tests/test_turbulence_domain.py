@@ -4,7 +4,6 @@ matching), normalisation through the checkpoint, evaluation, figures and the CLI
 from __future__ import annotations
 
 import subprocess
-from pathlib import Path
 
 import h5py
 import numpy as np
