@@ -7,6 +7,12 @@ per-channel normalisation. Objectives: ``one_step`` (relative L2, deterministic)
 ``flow_matching`` (the engine's conditional flow matching, a probabilistic surrogate).
 Evaluation rolls the surrogate out autoregressively from test initial states and compares
 its statistics with the filtered DNS.
+
+Everything specific to the flow goes through a few methods that a subclass overrides (see
+:class:`~flowsci_domains.turbulence.isotropic_domain.IsotropicTurbulence`, 3-D velocity):
+:meth:`Turbulence.generate`, :meth:`Turbulence.write_data`, :meth:`Turbulence.trajectories`,
+:meth:`Turbulence.spectrum`, :meth:`Turbulence.enstrophy`, :meth:`Turbulence.energy`,
+:meth:`Turbulence.view` and :meth:`Turbulence.dns_seconds_per_step`.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, ki
 from flowsci_domains.turbulence.surrogate import channel_statistics
 
 FIELD = "vorticity"
+AttrValue = int | float | str | bool
 
 
 @dataclasses.dataclass
@@ -116,9 +123,16 @@ class TurbulenceEval(EvalConfig):
 
 
 class Turbulence(DomainBase):
-    """Filtered 2-D Kolmogorov turbulence: deterministic and flow-matching one-step surrogates."""
+    """Filtered 2-D Kolmogorov turbulence: deterministic and flow-matching one-step surrogates.
+
+    Fields are (..., C, *S) with C = 1 (vorticity) and S = (n, n)."""
 
     name = "turbulence"
+    n_dims = 2                       # spatial dimensions of the fields
+    file_prefix = "kolmogorov"       # generated data: <data dir>/turbulence/<prefix>_...h5
+    view_name = "vorticity"          # the figure of 2-D snapshots (and the fields' name)
+    view_label = "vorticity"         # what :meth:`view` draws (the colour bar)
+    enstrophy_label = "enstrophy ½⟨ω²⟩"
     DataSettings = TurbulenceData
     ObjectiveSettings = TurbulenceObjective
     SampleSettings = TurbulenceSample
@@ -136,32 +150,44 @@ class Turbulence(DomainBase):
         params = cfg.data.generator_parameters()
         digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
         d = cfg.data
-        return (default_data_dir() / "turbulence"
-                / f"kolmogorov_{d.n_dns}to{d.n_les}_{d.n_trajectories}x{d.n_snapshots}_seed{d.seed}_{digest}.h5")
+        return (default_data_dir() / "turbulence" / f"{self.file_prefix}_{d.n_dns}to{d.n_les}_"
+                f"{d.n_trajectories}x{d.n_snapshots}_seed{d.seed}_{digest}.h5")
 
     def make_data(self, cfg: Config, progress: bool | None = None) -> Path:
-        """Run the DNS, filter it and write every trajectory to one HDF5 file (split later).
-        ``progress``: a progress bar (default: when stderr is a terminal)."""
+        """Run the DNS, filter it and write every trajectory to one HDF5 file (split by
+        trajectory: train, val, test). ``progress``: a progress bar (default: when stderr is a
+        terminal)."""
         d = cfg.data
-        params = d.generator_parameters()
-        print(f"turbulence: generating {d.n_trajectories} trajectories x {d.n_snapshots} snapshots "
-              f"({d.n_dns}² DNS -> {d.n_les}²) into {self.data_path(cfg)}", file=sys.stderr, flush=True)
-        show = sys.stderr.isatty() if progress is None else progress
-        generated = generate_kolmogorov(**params, progress=show)
-        n = d.n_les
-        coords = np.arange(n) * (2 * np.pi / n)
+        power = "²" if self.n_dims == 2 else "³"
+        print(f"{self.name}: generating {d.n_trajectories} trajectories x {d.n_snapshots} snapshots "
+              f"({d.n_dns}{power} DNS -> {d.n_les}{power}) into {self.data_path(cfg)}", file=sys.stderr, flush=True)
+        fields, times, attrs = self.generate(cfg, sys.stderr.isatty() if progress is None else progress)
         n_train = d.n_trajectories - d.n_val - d.n_test
         bounds = {"train": (0, n_train), "val": (n_train, n_train + d.n_val),
                   "test": (n_train + d.n_val, d.n_trajectories)}
-        splits = {split: {FIELD: generated.vorticity[a:b]} for split, (a, b) in bounds.items()}
+        return self.write_data(cfg, {split: fields[a:b] for split, (a, b) in bounds.items()}, times, attrs)
+
+    def generate(self, cfg: Config, progress: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, AttrValue]]:
+        """The filtered DNS: fields (N, T, C, *S) float32, times (T,), generation attributes."""
+        generated = generate_kolmogorov(**cfg.data.generator_parameters(), progress=progress)
+        return generated.vorticity.unsqueeze(2), generated.times, generated.attrs
+
+    def write_data(self, cfg: Config, splits: dict[str, torch.Tensor], times: torch.Tensor,
+                   attrs: dict[str, AttrValue]) -> Path:
+        """Write ``splits`` {split: (N, T, C, *S)} to :meth:`data_path` in flowsci's data schema:
+        a t0 field ``vorticity`` with dims [time, x, y]."""
+        params = cfg.data.generator_parameters()
+        n = cfg.data.n_les
+        coords = np.arange(n) * (2 * np.pi / n)
         physics = ("nu", "drag", "forcing_amplitude", "forcing_wavenumber", "snapshot_dt")
         return write_dataset(
-            self.data_path(cfg), name="filtered 2-D Kolmogorov turbulence", splits=splits,
+            self.data_path(cfg), name="filtered 2-D Kolmogorov turbulence",
+            splits={split: {FIELD: fields[:, :, 0]} for split, fields in splits.items()},
             orders={FIELD: 0}, dims={FIELD: ["time", "x", "y"]},
-            dimensions={"time": generated.times, "x": coords, "y": coords},
+            dimensions={"time": times, "x": coords, "y": coords},
             boundary_conditions={"periodic": BoundaryCondition("periodic", ("x", "y"))},
             scalars={k: float(params[k]) for k in physics},
-            attrs={"domain": "turbulence", **generated.attrs}, n_spatial_dims=2, grid_type="cartesian")
+            attrs={"domain": "turbulence", **attrs}, n_spatial_dims=2, grid_type="cartesian")
 
     def _ensure_data(self, cfg: Config) -> Path:
         path = self.data_path(cfg)
@@ -173,14 +199,40 @@ class Turbulence(DomainBase):
             self._statistics.clear()
         return path
 
-    @staticmethod
-    def trajectories(path: Path, split: str) -> torch.Tensor:
+    def trajectories(self, path: Path, split: str) -> torch.Tensor:
         """The ``split``'s trajectories as (N, T, C, *spatial) float32 (C = 1: vorticity)."""
         meta = read_meta(path)
         if FIELD not in meta.fields:
             raise DataError(f"{path}: the turbulence domain needs a t0 field '{FIELD}' with dims "
                             f"[time, x, y]; the file has {sorted(meta.fields) or 'no fields'}")
         return load_split(path, split, [FIELD])[FIELD].float().unsqueeze(2)
+
+    # --- flow statistics (fields (..., C, *S); subclasses override) -------------------
+
+    def spectrum(self, fields: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Shell-summed kinetic-energy spectrum: k = 1..n // 2 (K,) and E (..., K)."""
+        return energy_spectrum(fields[..., 0, :, :])
+
+    def enstrophy(self, fields: torch.Tensor) -> torch.Tensor:
+        """1/2 <|curl u|^2> (...): here 1/2 <w^2> of the vorticity."""
+        return enstrophy(fields[..., 0, :, :])
+
+    def energy(self, fields: torch.Tensor) -> torch.Tensor:
+        """Kinetic energy 1/2 <|u|^2> (...) of the velocity (here: implied by the vorticity)."""
+        return kinetic_energy(fields[..., 0, :, :])
+
+    def view(self, fields: torch.Tensor) -> torch.Tensor:
+        """The 2-D picture (..., n, n) drawn in the snapshot figure: here the vorticity."""
+        return fields[..., 0, :, :]
+
+    def dns_seconds_per_step(self, cfg: Config, attrs: dict[str, Any], batch: int) -> float:
+        """Measured DNS wall-clock per trajectory for one surrogate step (``snapshot_dt`` of
+        physical time) on a batch of ``batch`` trajectories at the data's n_dns."""
+        physics = {k: attrs.get(k, getattr(cfg.data, k)) for k in
+                   ("nu", "drag", "forcing_amplitude", "forcing_wavenumber", "dt")}
+        seconds = dns_seconds_per_time_unit(n=int(attrs.get("n_dns", cfg.data.n_dns)), batch=batch,
+                                            duration=cfg.eval.dns_timing_time, **physics)
+        return seconds * float(attrs.get("snapshot_dt", cfg.data.snapshot_dt)) / batch
 
     def build_data(self, cfg: Config) -> DataSplits:
         """train: consecutive pairs {state, next} (P, C, *spatial) (plus ``future`` (P, K, C, *spatial),
@@ -292,7 +344,7 @@ class Turbulence(DomainBase):
                 if self.is_flow(cfg):
                     metrics[f"rollout_crps_step{s}"] = float(crps(paths[:, :, s], reference[:, s]))
                     metrics[f"rollout_spread_skill_step{s}"] = float(spread_skill_ratio(paths[:, :, s], reference[:, s]))
-        metrics.update(rollout_statistics(paths[:, :, 1:], reference, self.k_max(cfg, data)))
+        metrics.update(rollout_statistics(paths[:, :, 1:], reference, self.k_max(cfg, data), self))
         metrics.update(self.speed(model, reference[:, 0], cfg, data))
         return metrics
 
@@ -304,18 +356,12 @@ class Turbulence(DomainBase):
     def speed(self, model: torch.nn.Module, u0: torch.Tensor, cfg: Config, data: DataSplits) -> dict[str, float]:
         """Wall-clock per trajectory of one surrogate step vs the DNS for the same physical time,
         one trajectory at a time and ``eval.timing_batch`` trajectories at once."""
-        attrs = data.meta.attrs
-        n_dns = int(attrs.get("n_dns", cfg.data.n_dns))
-        dt_snapshot = float(attrs.get("snapshot_dt", cfg.data.snapshot_dt))
-        physics = {k: attrs.get(k, getattr(cfg.data, k)) for k in
-                   ("nu", "drag", "forcing_amplitude", "forcing_wavenumber", "dt")}
         step = self.step_function(model, cfg)
         metrics = {"threads": float(torch.get_num_threads())}
         for batch, suffix in ((1, ""), (cfg.eval.timing_batch, f"_batch{cfg.eval.timing_batch}")):
             states = u0[:1].expand(batch, *u0.shape[1:]).contiguous()
             surrogate = seconds_per_step(step, states, cfg.eval.timing_repeats) / batch
-            dns = dns_seconds_per_time_unit(n=n_dns, batch=batch, duration=cfg.eval.dns_timing_time,
-                                            **physics) * dt_snapshot / batch
+            dns = self.dns_seconds_per_step(cfg, data.meta.attrs, batch)
             metrics.update({f"seconds_per_step{suffix}": surrogate, f"dns_seconds_per_step{suffix}": dns,
                             f"speedup{suffix}": dns / surrogate})
         return metrics
@@ -325,13 +371,15 @@ class Turbulence(DomainBase):
         paths, reference = runs["rollout"], runs["reference"]
         dt = float(data.meta.attrs.get("snapshot_dt", cfg.data.snapshot_dt))
         label = cfg.model.name + (" + flow matching" if self.is_flow(cfg) else "")
+        statistics = [(self.enstrophy, self.enstrophy_label), (self.energy, "kinetic energy ½⟨|u|²⟩")]
         figures = {
-            "vorticity": plots.vorticity_snapshots(reference[0, :, 0], paths[0, 0, :, 0], label),
-            "spectrum": plots.spectra(reference[:, :, 0], paths[:, :, 1:, 0], self.k_max(cfg, data), label),
-            "statistics": plots.time_series(reference[:, :, 0], paths[:, :, :, 0], dt, label),
+            self.view_name: plots.field_snapshots(self.view(reference[0]), self.view(paths[0, 0]), label,
+                                                  self.view_label),
+            "spectrum": plots.spectra(reference, paths[:, :, 1:], self.k_max(cfg, data), label, self.spectrum),
+            "statistics": plots.time_series(reference, paths, dt, label, statistics),
         }
         if self.is_flow(cfg):
-            figures["ensemble"] = plots.ensemble_skill(reference[:, :, 0], paths[:, :, :, 0], dt, label)
+            figures["ensemble"] = plots.ensemble_skill(reference, paths, dt, label, self.view_name)
         elif hasattr(model.operator, "attention_kernels"):
             kernels = model.operator.attention_kernels(model.normalizer.normalize(reference[:1, 0]))
             figures["attention_kernels"] = plots.attention_kernels(kernels, label)
@@ -345,25 +393,28 @@ class Turbulence(DomainBase):
         return {"initial": u0, "rollout": rollout(step, u0, cfg.eval.rollout_steps, progress=sys.stderr.isatty())}
 
 
-def rollout_statistics(paths: torch.Tensor, reference: torch.Tensor, k_max: int) -> dict[str, float]:
-    """Long-run statistics of rollouts (M, N, S, C, n, n) against the reference trajectories
-    (N, T, C, n, n), vorticity in channel 0: time-averaged spectrum for 1 <= k <= k_max,
-    mean enstrophy and energy ratios, finiteness and the peak enstrophy."""
-    w_model = paths[..., 0, :, :].flatten(0, 2).double()
-    w_ref = reference[..., 0, :, :].flatten(0, 1).double()
-    finite = bool(torch.isfinite(w_model).all())
-    k, e_ref = energy_spectrum(w_ref)
-    _, e_model = energy_spectrum(w_model)
+def rollout_statistics(paths: torch.Tensor, reference: torch.Tensor, k_max: int,
+                       flow: Turbulence | None = None) -> dict[str, float]:
+    """Long-run statistics of rollouts (M, N, S, C, *S) against the reference trajectories
+    (N, T, C, *S): time-averaged spectrum for 1 <= k <= k_max, mean enstrophy and energy
+    ratios, finiteness and the peak enstrophy. ``flow`` (a domain) measures the fields; None:
+    2-D vorticity (:class:`Turbulence`)."""
+    flow = flow or Turbulence()
+    u_model = paths.flatten(0, 2).double()
+    u_ref = reference.flatten(0, 1).double()
+    finite = bool(torch.isfinite(u_model).all())
+    k, e_ref = flow.spectrum(u_ref)
+    _, e_model = flow.spectrum(u_model)
     shells = (k >= 1) & (k <= k_max)
     ratio = e_model.mean(0)[shells] / e_ref.mean(0)[shells]
-    z_ref, z_model = enstrophy(w_ref), enstrophy(w_model)
+    z_ref, z_model = flow.enstrophy(u_ref), flow.enstrophy(u_model)
     return {
         "rollout_finite": float(finite),
         "spectrum_max_rel_error": float((ratio - 1).abs().max()) if finite else float("inf"),
         "spectrum_ratio_min": float(ratio.min()),
         "spectrum_ratio_max": float(ratio.max()),
         "enstrophy_ratio": float(z_model.mean() / z_ref.mean()),
-        "energy_ratio": float(kinetic_energy(w_model).mean() / kinetic_energy(w_ref).mean()),
+        "energy_ratio": float(flow.energy(u_model).mean() / flow.energy(u_ref).mean()),
         "peak_enstrophy_ratio": float(z_model.max() / z_ref.max()),
     }
 

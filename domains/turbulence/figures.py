@@ -1,21 +1,27 @@
 """Figures of the turbulence domain: snapshots, spectra, time series, ensemble skill.
 
-Fields are vorticity; ``reference`` is (N, T, n, n) filtered DNS, ``paths`` are rollouts
-(M, N, S + 1, n, n) (M ensemble members, N initial states).
+``reference`` is (N, T, C, *S) filtered DNS, ``paths`` are rollouts (M, N, S + 1, C, *S)
+(M ensemble members, N initial states); the flow statistics (spectrum, enstrophy, energy)
+come in as functions of such fields, so the figures serve 2-D and 3-D flows alike.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from flowsci_domains.turbulence.ensemble_scores import crps, spread_skill_ratio
-from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, kinetic_energy
+
+Spectrum = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+Statistic = Callable[[torch.Tensor], torch.Tensor]
 
 
-def vorticity_snapshots(reference: torch.Tensor, model: torch.Tensor, label: str) -> Figure:
-    """Filtered DNS (T, n, n) above the rollout (S + 1, n, n) at a few steps."""
+def field_snapshots(reference: torch.Tensor, model: torch.Tensor, label: str, quantity: str) -> Figure:
+    """2-D pictures of the filtered DNS (T, n, n) above those of the rollout (S + 1, n, n) at a
+    few steps; ``quantity`` names what is drawn (the colour bar)."""
     last = model.shape[0] - 1
     steps = sorted({0, min(10, last), min(50, last), min(reference.shape[0] - 1, last), last})
     limit = float(reference.abs().quantile(0.995))
@@ -30,14 +36,15 @@ def vorticity_snapshots(reference: torch.Tensor, model: torch.Tensor, label: str
                 continue
             image = ax.imshow(fields[step].T.numpy(), origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit)
             ax.set_title(f"{name}\nstep {step}", fontsize=8)
-    fig.colorbar(image, ax=axes, shrink=0.8, label="vorticity")
+    fig.colorbar(image, ax=axes, shrink=0.8, label=quantity)
     return fig
 
 
-def spectra(reference: torch.Tensor, paths: torch.Tensor, k_max: int, label: str) -> Figure:
-    """Time-averaged energy spectra E(k) of the filtered DNS and of the rollouts, and their ratio."""
-    k, e_ref = energy_spectrum(reference.flatten(0, 1).double())
-    _, e_model = energy_spectrum(paths.flatten(0, 2).double())
+def spectra(reference: torch.Tensor, paths: torch.Tensor, k_max: int, label: str, spectrum: Spectrum) -> Figure:
+    """Time-averaged energy spectra E(k) of the filtered DNS and of the rollouts, and their
+    ratio; ``spectrum`` maps fields (..., C, *S) to k (K,) and E (..., K)."""
+    k, e_ref = spectrum(reference.flatten(0, 1).double())
+    _, e_model = spectrum(paths.flatten(0, 2).double())
     e_ref, e_model = e_ref.mean(0).numpy(), e_model.mean(0).numpy()
     k = k.numpy()
     keep = k >= 1
@@ -56,11 +63,13 @@ def spectra(reference: torch.Tensor, paths: torch.Tensor, k_max: int, label: str
     return fig
 
 
-def time_series(reference: torch.Tensor, paths: torch.Tensor, dt: float, label: str) -> Figure:
-    """Enstrophy and kinetic energy against time: every rollout, every DNS trajectory."""
-    fig = Figure(figsize=(10, 4))
-    axes = fig.subplots(1, 2)
-    for ax, (statistic, name) in zip(axes, ((enstrophy, "enstrophy ½⟨ω²⟩"), (kinetic_energy, "kinetic energy ½⟨|u|²⟩"))):
+def time_series(reference: torch.Tensor, paths: torch.Tensor, dt: float, label: str,
+                statistics: Sequence[tuple[Statistic, str]]) -> Figure:
+    """Each of ``statistics`` (a function of fields (..., C, *S) -> (...), and its name), e.g.
+    enstrophy and kinetic energy, against time: every rollout, every DNS trajectory."""
+    fig = Figure(figsize=(5 * len(statistics), 4))
+    axes = fig.subplots(1, len(statistics), squeeze=False)[0]
+    for ax, (statistic, name) in zip(axes, statistics):
         ref = statistic(reference.double()).numpy()
         model = statistic(paths.flatten(0, 1).double()).numpy()
         t_ref, t_model = np.arange(ref.shape[1]) * dt, np.arange(model.shape[1]) * dt
@@ -73,15 +82,16 @@ def time_series(reference: torch.Tensor, paths: torch.Tensor, dt: float, label: 
     return fig
 
 
-def ensemble_skill(reference: torch.Tensor, paths: torch.Tensor, dt: float, label: str) -> Figure:
-    """CRPS and spread-skill ratio of the ensemble rollouts against the DNS, per step."""
+def ensemble_skill(reference: torch.Tensor, paths: torch.Tensor, dt: float, label: str, quantity: str) -> Figure:
+    """CRPS and spread-skill ratio of the ensemble rollouts against the DNS, per step, over all
+    channels and points; ``quantity`` names the fields in the axis label."""
     steps = np.arange(1, min(reference.shape[1], paths.shape[2]))
     scores = np.array([[float(crps(paths[:, :, s], reference[:, s])),
                         float(spread_skill_ratio(paths[:, :, s], reference[:, s]))] for s in steps])
     fig = Figure(figsize=(10, 4))
     ax, ratio_ax = fig.subplots(1, 2)
     ax.plot(steps * dt, scores[:, 0], "C0-")
-    ax.set_xlabel("time"), ax.set_ylabel("CRPS (vorticity)"), ax.set_title(f"{label}: CRPS")
+    ax.set_xlabel("time"), ax.set_ylabel(f"CRPS ({quantity})"), ax.set_title(f"{label}: CRPS")
     ratio_ax.plot(steps * dt, scores[:, 1], "C1-")
     ratio_ax.axhline(1, color="k", lw=0.8)
     ratio_ax.set_xlabel("time"), ratio_ax.set_ylabel("spread / RMSE"), ratio_ax.set_title("spread-skill ratio")
