@@ -74,3 +74,15 @@ def test_training_evaluation_and_figures_of_the_3d_surrogate(run):
     assert [tuple(k.shape) for k in kernels[0]] == [(1, 2, 8, 8)] * 3  # one kernel per axis x, y, z
     figures = sorted(p.name for p in (run.run_dir / "figures").glob("*.png"))
     assert figures == ["attention_kernels.png", "spectrum.png", "statistics.png", "velocity.png"]
+
+
+def test_flow_matching_surrogate_on_3d_velocity_reports_ensemble_scores(tmp_path):
+    cfg = load_config(YAML, [*TINY, "objective.kind=flow_matching", "sample.steps=1", "eval.members=2",
+                             "eval.n_samples=4"])
+    result = train(cfg, tmp_path / "flow", progress=False)
+    for key in ("one_step_crps", "one_step_spread_skill", "rollout_crps_step4", "spectrum_max_rel_error"):
+        assert np.isfinite(result.metrics[key]), key
+    assert (result.run_dir / "figures" / "ensemble.png").is_file()
+    model = load_model(result.run_dir)
+    x = torch.zeros(1, 3, 8, 8, 8)
+    assert model(x, torch.zeros(1), state=x).shape == (1, 3, 8, 8, 8)
