@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=2000)
     p.add_argument("--checkpoint", help="checkpoint file (default: the newest of the run)")
     p.add_argument("--out", help="pair store (default: RUN/reflow/pairs-step-<N>.h5)")
+    p.add_argument("--no-filter", action="store_true",
+                   help="keep every pair even if the domain defines a reflow_filter")
     p.set_defaults(handler=cmd_reflow)
 
     p = sub.add_parser("data", help="data sets")
@@ -163,9 +165,15 @@ def cmd_reflow(args: argparse.Namespace) -> int:
 
     run, cfg, domain, data, model, step = _load_run(args)
     out = Path(args.out) if args.out else run.path / "reflow" / f"pairs-step-{step:08d}.h5"
-    path = generate_pairs(model, domain.source(cfg), args.num, out, sampler=Sampler.from_config(cfg.sample),
-                          batch_size=args.batch_size, seed=cfg.seed)
-    print(f"{args.num} pairs ({cfg.sample.steps} steps of {cfg.sample.solver}) -> {path}")
+    # A domain on a non-Euclidean space supplies its sampler (which knows the space); a domain
+    # may supply a quality filter for the pairs (ReQFlow's filtered reflow).
+    sampler = domain.sampler(cfg) if hasattr(domain, "sampler") else Sampler.from_config(cfg.sample)
+    accept = (domain.reflow_filter(cfg, data)
+              if hasattr(domain, "reflow_filter") and not args.no_filter else None)
+    path = generate_pairs(model, domain.source(cfg), args.num, out, sampler=sampler,
+                          batch_size=args.batch_size, seed=cfg.seed, accept=accept)
+    kept = " (filtered by the domain's reflow_filter)" if accept is not None else ""
+    print(f"{args.num} pairs ({cfg.sample.steps} steps of {cfg.sample.solver}){kept} -> {path}")
     print(f"next rectified flow:  flowsci train CONFIG data.pairs={path} objective.coupling=paired "
           f"train.init_from={run.path}")
     return 0

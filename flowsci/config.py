@@ -56,6 +56,9 @@ class SampleConfig:
     steps: int = 100                 # solver steps (NFE = steps x the solver's evaluations per step)
     grid: str | dict[str, Any] = "uniform"
     guidance: float = 1.0            # classifier-free guidance weight w (1: conditional, 0: unconditional)
+    # On a product space, a sampling schedule per factor different from the trained linear one,
+    # e.g. [linear, {name: exp, rate: 10, normalized: false}] on SE(3)^N (FrameFlow); null: as trained.
+    schedule: str | dict[str, Any] | list[Any] | None = None
 
 
 @dataclasses.dataclass

@@ -9,8 +9,9 @@ that travel with their x1. The output is a batch of pairs: x0' and x1' have the 
 - :class:`OTCoupling`: minibatch optimal transport with POT (exact, entropic, unbalanced,
   partial), optionally blocked by a condition, with a pluggable ground cost.
 
-Ground costs are looked up by name in :data:`COSTS` (``sqeuclidean``, ``euclidean``; spaces
-register their own, e.g. a geodesic cost) or passed as a callable ``cost(x0, x1) -> (B0, B1)``.
+Ground costs are looked up by name in :data:`COSTS` (``sqeuclidean``, ``euclidean``), passed
+as a callable ``cost(x0, x1) -> (B0, B1)``, or ``geodesic``: the squared geodesic distance of
+the coupling's ``space`` (supplied by :meth:`FlowMatching.from_config <flowsci.flow_matching.FlowMatching.from_config>`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from scipy.spatial.distance import cdist
 
 from flowsci.errors import PluginError
 from flowsci.plugins import COSTS
+from flowsci.spaces import Space
 
 Extras = dict[str, torch.Tensor]
 CostFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -141,8 +143,10 @@ class OTCoupling(Coupling):
     """Minibatch optimal transport: pairs x0 with x1 along an OT plan of the batch.
 
     The plan is solved with POT on CPU in float64 between the uniform empirical measures of
-    the batch, for the ground cost ``cost`` (a name in :data:`COSTS` or a callable
-    ``cost(x0, x1) -> (B0, B1)`` receiving the batches in their own shape):
+    the batch, for the ground cost ``cost`` (a name in :data:`COSTS`, a callable
+    ``cost(x0, x1) -> (B0, B1)`` receiving the batches in their own shape, or ``"geodesic"``:
+    the squared geodesic distance of ``space``, e.g. the squared relative rotation angle on
+    SO(3) as in FoldFlow-OT):
 
     - ``exact``: ``ot.emd`` (network simplex). For B0 = B1 its plan is a permutation matrix / B.
       (scipy's assignment solver reaches the same optimum; at B = 256 it was ~2x faster on
@@ -184,7 +188,8 @@ class OTCoupling(Coupling):
 
     def __init__(self, method: str = "exact", reg: float = 0.05, reg_m: float = 1.0,
                  mass: float = 0.9, sample_plan: bool = False, condition_key: str | None = None,
-                 cost: str | CostFn = "sqeuclidean", num_threads: int = 1, max_iter: int = 1000):
+                 cost: str | CostFn = "sqeuclidean", num_threads: int = 1, max_iter: int = 1000,
+                 space: Space | None = None):
         if method not in OT_METHODS:
             raise ValueError(f"method must be one of {', '.join(OT_METHODS)}; got {method!r}")
         if not reg > 0:
@@ -197,19 +202,24 @@ class OTCoupling(Coupling):
             raise ValueError(f"num_threads must be an integer >= 1, got {num_threads!r}")
         if not (isinstance(max_iter, int) and max_iter >= 1):
             raise ValueError(f"max_iter must be an integer >= 1, got {max_iter!r}")
-        if isinstance(cost, str):
+        if cost == "geodesic":
+            if space is None:
+                raise ValueError("cost 'geodesic' needs the state space: pass space=... (flow matching "
+                                 "built with FlowMatching.from_config(..., space=...) supplies it)")
+            self._cost_fn = lambda a, b: space.pairwise_dist(a.double(), b.double()) ** 2
+        elif isinstance(cost, str):
             try:
                 self._cost_fn = COSTS.get(cost)
             except PluginError:
                 raise ValueError(f"cost {cost!r} is not a registered cost; available: "
-                                 f"{', '.join(COSTS.names())}, or pass a callable") from None
+                                 f"{', '.join(COSTS.names())}, 'geodesic', or pass a callable") from None
         elif callable(cost):
             self._cost_fn = cost
         else:
             raise ValueError(f"cost must be a registered name or a callable, got {cost!r}")
         self.method, self.reg, self.reg_m, self.mass = method, float(reg), float(reg_m), float(mass)
         self.sample_plan, self.condition_key, self.cost = bool(sample_plan), condition_key, cost
-        self.num_threads, self.max_iter = num_threads, max_iter
+        self.num_threads, self.max_iter, self.space = num_threads, max_iter, space
 
     def describe(self) -> str:
         output = ("pairs drawn from the plan" if self.sample_plan

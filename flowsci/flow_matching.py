@@ -19,9 +19,11 @@ from flowsci.couplings import Coupling
 from flowsci.grids import reverse
 from flowsci.guidance import ConditionDropout, GuidedVelocity
 from flowsci.losses import Loss
+from flowsci.paths.geodesic import RescheduledVelocity
 from flowsci.plugins import COUPLINGS, GRIDS, LOSSES, PATHS, SOLVERS, TIME_SAMPLERS
 from flowsci.solvers import Solver, SolverResult, VelocityFn
 from flowsci.sources import Source
+from flowsci.spaces import Euclidean, Space
 from flowsci.timesteps import TimeSampler
 
 
@@ -52,20 +54,27 @@ class FlowMatching:
 
     @classmethod
     def from_config(cls, cfg: FlowMatchingConfig, source: Source | None = None,
-                    null: Mapping[str, float | int] | None = None) -> FlowMatching:
+                    null: Mapping[str, float | int] | None = None, space: Space | None = None) -> FlowMatching:
         """Build each component from its registry; ``null`` gives the null value of each
-        condition for classifier-free guidance (needed when ``cfg.p_uncond > 0``)."""
+        condition for classifier-free guidance (needed when ``cfg.p_uncond > 0``). ``space``
+        (default: Euclidean) goes to the components that take one (the geodesic path, the
+        geodesic OT cost); on a non-Euclidean space a path that cannot take it is an error."""
+        from flowsci.errors import ConfigError
+
         dropout = None
         if cfg.p_uncond > 0:
             if not null:
-                from flowsci.errors import ConfigError
-
                 raise ConfigError("objective.p_uncond > 0 needs a conditional domain (one that "
                                   "declares the null value of its conditions)")
             dropout = ConditionDropout(cfg.p_uncond, null)
-        return cls(path=PATHS.create(cfg.path, "objective.path"),
+        on_space = {"space": space} if space is not None else {}
+        path = PATHS.create(cfg.path, "objective.path", optional=on_space)
+        if space is not None and not isinstance(space, Euclidean) and getattr(path, "space", None) is not space:
+            raise ConfigError(f"objective.path {cfg.path!r} is a Euclidean path; on {space!r} use "
+                              "'geodesic' ({name: geodesic, schedule: linear|exp})")
+        return cls(path=path,
                    timesteps=TIME_SAMPLERS.create(cfg.timesteps, "objective.timesteps"),
-                   coupling=COUPLINGS.create(cfg.coupling, "objective.coupling"),
+                   coupling=COUPLINGS.create(cfg.coupling, "objective.coupling", optional=on_space),
                    loss=LOSSES.create(cfg.loss, "objective.loss"),
                    source=source, dropout=dropout)
 
@@ -94,38 +103,56 @@ class FlowMatching:
 
 
 class Sampler:
-    """Transport source samples to t = 1 (``sample``) or data back to t = 0 (``invert``)."""
+    """Transport source samples to t = 1 (``sample``) or data back to t = 0 (``invert``), on
+    ``space`` when one is given (the solver then keeps the state on it)."""
 
     def __init__(self, solver: Solver, steps: int = 100, grid: Callable[[int], torch.Tensor] | None = None,
-                 guidance: float = 1.0, null: Mapping[str, float | int] | None = None):
+                 guidance: float = 1.0, null: Mapping[str, float | int] | None = None, space: Space | None = None,
+                 schedule: str | dict | list | None = None):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
-        self.solver, self.steps, self.guidance = solver, steps, guidance
+        if schedule is not None and space is None:
+            raise ValueError("a sampling schedule needs the space (its factors): pass space=...")
+        self.solver, self.steps, self.guidance, self.space = solver, steps, guidance, space
+        self.schedule = schedule
         self.grid = grid if grid is not None else GRIDS.create("uniform", "sample.grid")
         self.null = dict(null or {})
 
     @classmethod
-    def from_config(cls, cfg: SampleConfig, null: Mapping[str, float | int] | None = None) -> Sampler:
+    def from_config(cls, cfg: SampleConfig, null: Mapping[str, float | int] | None = None,
+                    space: Space | None = None) -> Sampler:
+        from flowsci.errors import ConfigError
+
+        if cfg.schedule is not None and space is None:
+            raise ConfigError("sample.schedule needs a domain on a space with factors (e.g. SE(3)^N); "
+                              "this domain samples in Euclidean space")
         return cls(solver=SOLVERS.create(cfg.solver, "sample.solver"), steps=cfg.steps,
-                   grid=GRIDS.create(cfg.grid, "sample.grid"), guidance=cfg.guidance, null=null)
+                   grid=GRIDS.create(cfg.grid, "sample.grid"), guidance=cfg.guidance, null=null, space=space,
+                   schedule=cfg.schedule)
 
     def velocity(self, model: torch.nn.Module, **cond: torch.Tensor) -> VelocityFn:
-        """The (guided, when conditions and a weight != 1 are given) velocity v(x, t)."""
+        """The velocity v(x, t): guided when conditions and a weight != 1 are given, rescheduled
+        per factor when ``schedule`` is set."""
         if cond and self.guidance != 1.0:
-            return GuidedVelocity(model, self.guidance, cond, self.null)
-        return lambda x, t: model(x, t, **cond)
+            velocity = GuidedVelocity(model, self.guidance, cond, self.null)
+        else:
+            def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+                return model(x, t, **cond)
+        if self.schedule is not None:
+            return RescheduledVelocity(velocity, self.space, self.schedule)
+        return velocity
 
     def sample(self, model: torch.nn.Module, x0: torch.Tensor, *, steps: int | None = None,
                trajectory: bool = False, **cond: torch.Tensor) -> SolverResult:
         """x0: (B, *D) at t = 0 -> SolverResult with x at t = 1."""
         return self.solver.integrate(self.velocity(model, **cond), x0, self.grid(steps or self.steps),
-                                     trajectory=trajectory)
+                                     space=self.space, trajectory=trajectory)
 
     def invert(self, model: torch.nn.Module, x1: torch.Tensor, *, steps: int | None = None,
                trajectory: bool = False, **cond: torch.Tensor) -> SolverResult:
         """x1: (B, *D) at t = 1 -> SolverResult with x at t = 0 (the same grid, reversed)."""
         return self.solver.integrate(self.velocity(model, **cond), x1, reverse(self.grid(steps or self.steps)),
-                                     trajectory=trajectory)
+                                     space=self.space, trajectory=trajectory)
 
 
 def sample(model: torch.nn.Module, x0: torch.Tensor, *, steps: int = 100, solver: Solver | str = "euler",

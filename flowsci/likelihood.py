@@ -9,6 +9,10 @@ with t = 0 the source (a known density p_0) and t = 1 the data. We integrate the
 state [x, l] with d/dt [x, l] = [v, div v] from t = 1 (x = x_1, l = 0) down to t = 0 with one
 of flowsci's solvers, so l(0) = int_1^0 div v dt = -int_0^1 div v dt and
 log p_1(x_1) = log p_0(x_0) + l(0).
+
+On a :class:`~flowsci.spaces.Space` (``space=``) the divergence is the Riemannian one
+(:meth:`Space.divergence`), the densities are with respect to the Riemannian volume, and the
+augmented state lives on the product of the space with R (the solver keeps x on the space).
 """
 
 from __future__ import annotations
@@ -20,6 +24,8 @@ import torch
 
 from flowsci.plugins import SOLVERS
 from flowsci.solvers import Solver, VelocityFn, check_grid, uniform_grid
+from flowsci.spaces import Euclidean, Space
+from flowsci.spaces.product import Product
 
 DIVERGENCES = ("exact", "hutchinson")
 PROBES = ("rademacher", "gaussian")
@@ -81,9 +87,12 @@ def log_likelihood(velocity: VelocityFn, x1: torch.Tensor,
                    source_log_prob: Callable[[torch.Tensor], torch.Tensor], *,
                    solver: Solver | str = "rk4", steps: int | None = None, times: torch.Tensor | None = None,
                    divergence: str = "exact", probe: str = "rademacher", n_probes: int = 1,
-                   generator: torch.Generator | None = None, grad: bool = False) -> LikelihoodResult:
+                   generator: torch.Generator | None = None, grad: bool = False,
+                   space: Space | None = None) -> LikelihoodResult:
     """log p_1(x1) under the flow of ``velocity`` v(x, t) (x: (B, *D), t: (B,)) from a source
     with log density ``source_log_prob`` ((B, *D) -> (B,)) at t = 0; see the module docstring.
+    With ``space`` the points are (B, *point_shape), the velocity returns tangent vectors, the
+    divergence is Riemannian and Hutchinson probes live in the tangent space.
 
     The augmented state [x, l] is integrated from t = 1 to t = 0 by ``solver`` (a Solver or a
     registered name) on ``times`` (a grid from 1 to 0 or from 0 to 1; it is run from 1 to 0) or
@@ -108,6 +117,9 @@ def log_likelihood(velocity: VelocityFn, x1: torch.Tensor,
     if isinstance(solver, str):
         solver = SOLVERS.create(solver, "solver")
     differentiable = grad and torch.is_grad_enabled()
+    if space is not None and not isinstance(space, Euclidean):
+        return _manifold_log_likelihood(velocity, x1, source_log_prob, space, solver, grid, divergence,
+                                        probe, n_probes, generator, differentiable)
     batch, shape = x1.shape[0], x1.shape[1:]
     size = shape.numel()
     probes = (draw_probes(n_probes, x1, probe, generator) if divergence == "hutchinson" else None)
@@ -129,6 +141,35 @@ def log_likelihood(velocity: VelocityFn, x1: torch.Tensor,
     if log_p0.shape != (batch,):
         raise ValueError(f"source_log_prob must return shape ({batch},), got {tuple(log_p0.shape)}")
     return LikelihoodResult(log_p=log_p0 + result.x[:, size], x0=x0, nfe=result.nfe)
+
+
+def _manifold_log_likelihood(velocity: VelocityFn, x1: torch.Tensor,
+                             source_log_prob: Callable[[torch.Tensor], torch.Tensor], space: Space,
+                             solver: Solver, grid: torch.Tensor, divergence: str, probe: str, n_probes: int,
+                             generator: torch.Generator | None, differentiable: bool) -> LikelihoodResult:
+    """:func:`log_likelihood` on a Space: the state (x, l) lives on space x R."""
+    if tuple(x1.shape[1:]) != tuple(space.point_shape):
+        raise ValueError(f"x1 must be (B, *{tuple(space.point_shape)}) points of {space!r}, got {tuple(x1.shape)}")
+    batch = x1.shape[0]
+    augmented_space = Product([space, Euclidean(1)])
+    probes = (draw_probes(n_probes, x1.new_zeros(batch, space.dim), probe, generator)
+              if divergence == "hutchinson" else None)
+
+    def augmented(z: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        x, _ = augmented_space.split_points(z)
+        v, div = space.divergence(lambda y: velocity(y, t), x, probes, create_graph=differentiable)
+        if not differentiable:
+            v, div = v.detach(), div.detach()
+        return augmented_space.join_tangents([v, div[:, None]])
+
+    z1 = augmented_space.join_points([x1, x1.new_zeros(batch, 1)])
+    result = solver.integrate(augmented, z1, grid, space=augmented_space, grad=differentiable)
+    x0, log_change = augmented_space.split_points(result.x)
+    with torch.set_grad_enabled(differentiable):
+        log_p0 = source_log_prob(x0)
+    if log_p0.shape != (batch,):
+        raise ValueError(f"source_log_prob must return shape ({batch},), got {tuple(log_p0.shape)}")
+    return LikelihoodResult(log_p=log_p0 + log_change[:, 0], x0=x0, nfe=result.nfe)
 
 
 def _likelihood_grid(steps: int | None, times: torch.Tensor | None) -> torch.Tensor:

@@ -1,6 +1,8 @@
 """Sample-quality and path metrics.
 
 Every name says what it returns: :func:`wasserstein` is W_p (not W_p^p),
+:func:`geodesic_wasserstein` is W_p for the geodesic distance of a Space (not W_p^p: FoldFlow's
+SO(3) "W1" is in fact W_2^2 and its "W2" the root of E angle^4; flowsci labels them correctly),
 :func:`sliced_wasserstein` is SW_p (not SW_p^p), :func:`mmd_rbf` is the MMD (not MMD^2),
 :func:`transport_cost` is E|X1 - X0|^2 (a squared distance, no root), :func:`straightness`
 is the squared-deviation estimator Ŝ. Batches (N, *D) are compared on flattened features.
@@ -14,6 +16,8 @@ import numpy as np
 import ot
 import torch
 from scipy.spatial.distance import cdist
+
+from flowsci.spaces import Space
 
 
 def _flat64(x: torch.Tensor) -> np.ndarray:
@@ -40,6 +44,25 @@ def wasserstein(x: torch.Tensor, y: torch.Tensor, p: int = 2) -> float:
     cost = cdist(xa, ya, "euclidean") ** p
     a = np.full(len(xa), 1.0 / len(xa))
     b = np.full(len(ya), 1.0 / len(ya))
+    return float(ot.emd2(a, b, cost, numItermax=10_000_000)) ** (1.0 / p)
+
+
+def geodesic_wasserstein(space: Space, x: torch.Tensor, y: torch.Tensor, p: int = 2) -> float:
+    """Exact W_p between the empirical measures of x (N, *point_shape) and y (M, *point_shape)
+    for the geodesic distance of ``space`` (on SO(3): the angle of the relative rotation).
+
+    The (N, M) distances are computed in float64 and the LP is solved with POT's network
+    simplex; returns W_p (not W_p^p). A 5000 x 5000 problem takes minutes; 2000 seconds.
+    """
+    if p < 1:
+        raise ValueError(f"p must be >= 1, got {p}")
+    for name, z in (("x", x), ("y", y)):
+        if tuple(z.shape[1:]) != tuple(space.point_shape):
+            raise ValueError(f"{name} must be (N, *{tuple(space.point_shape)}) points of {space!r}, "
+                             f"got {tuple(z.shape)}")
+    cost = space.pairwise_dist(x.detach().double().cpu(), y.detach().double().cpu()).numpy() ** p
+    a = np.full(len(x), 1.0 / len(x))
+    b = np.full(len(y), 1.0 / len(y))
     return float(ot.emd2(a, b, cost, numItermax=10_000_000)) ** (1.0 / p)
 
 

@@ -159,12 +159,14 @@ class Registry(Generic[T]):
         self._origin[name] = ep.value
         return obj
 
-    def create(self, spec: str | dict[str, Any], where: str, **inputs: Any) -> Any:
+    def create(self, spec: str | dict[str, Any], where: str, *, optional: dict[str, Any] | None = None,
+               **inputs: Any) -> Any:
         """Call the factory named by ``spec`` ("name" or {"name": ..., **params}).
 
         ``inputs`` are supplied by the caller (e.g. dimensions derived from the data); a
         parameter that the factory does not accept or that is missing is a ConfigError naming
-        ``where`` (the config key).
+        ``where`` (the config key). ``optional`` inputs (e.g. the state space) go only to
+        factories that declare a parameter of that name.
         """
         from flowsci.errors import ConfigError
 
@@ -177,6 +179,7 @@ class Registry(Generic[T]):
         except PluginError as exc:
             raise ConfigError(f"'{where}': {exc}") from None
         accepted = inspect.signature(factory).parameters
+        inputs.update({k: v for k, v in (optional or {}).items() if k in accepted and k not in params})
         for key in params:
             if key not in accepted:
                 raise ConfigError(f"'{where}.{key}' is not a parameter of {self.kind} '{name}'"

@@ -5,6 +5,14 @@ signed step h = t_{n+1} - t_n carries the direction, so every method is used unc
 both. Fixed-step methods (:class:`Euler`, :class:`Midpoint`, :class:`Heun`, :class:`RK4`,
 :class:`RFSolver2`) take one step per grid interval; :class:`Dopri5` adapts its steps
 (torchdiffeq) and reports the states at the grid times.
+
+On a :class:`~flowsci.spaces.Space` (``space=`` in :meth:`Solver.integrate`) the fixed-step
+methods are Runge-Kutta-Munthe-Kaas methods: each step solves, in the tangent space at the
+current point x, the ODE of the normal coordinate delta (y = exp(x, delta)),
+d(delta)/dt = dexp_inv(x, delta, v(y, t)), with the Euclidean Butcher tableau, and maps the
+result back with exp. The state never leaves the space and each method keeps its Euclidean
+order (with the exact dexp_inv). In Euclidean space exp is addition and dexp_inv the
+identity, so the formulas reduce to the classical ones.
 """
 
 from __future__ import annotations
@@ -17,12 +25,28 @@ import torch
 from torchdiffeq import odeint
 
 from flowsci.grids import uniform_grid  # noqa: F401  (re-exported: the grid most callers want)
+from flowsci.spaces import Euclidean, Space
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 """v(x, t) with x: (B, *D) and t: (B,) -> (B, *D)."""
 
 StepVelocityFn = Callable[[torch.Tensor, float], torch.Tensor]
 """The velocity as a one-step method sees it: v(x, t) with x: (B, *D) and a scalar time t."""
+
+
+class _Flat:
+    """Euclidean stand-in used when no space is given: any state shape, exp = +, dexp_inv = id."""
+
+    @staticmethod
+    def exp(x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        return x + u
+
+    @staticmethod
+    def dexp_inv(x: torch.Tensor, delta: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return w
+
+
+FLAT = _Flat()
 
 
 @dataclass(frozen=True)
@@ -60,10 +84,11 @@ class Solver(ABC):
 
     @abstractmethod
     def integrate(self, velocity: VelocityFn, x0: torch.Tensor, times: torch.Tensor, *,
-                  trajectory: bool = False, grad: bool = False) -> SolverResult:
-        """x0: (B, *D) at times[0] -> state at times[-1]. ``grad=False`` runs under
-        ``torch.no_grad``; ``grad=True`` lets gradients flow to x0 and to the velocity's
-        parameters (when autograd is enabled by the caller)."""
+                  space: Space | None = None, trajectory: bool = False, grad: bool = False) -> SolverResult:
+        """x0: (B, *D) at times[0] -> state at times[-1]. ``space``: the state space (None:
+        Euclidean, any shape); the velocity then returns tangent vectors (B, *tangent_shape).
+        ``grad=False`` runs under ``torch.no_grad``; ``grad=True`` lets gradients flow to x0
+        and to the velocity's parameters (when autograd is enabled by the caller)."""
 
 
 class FixedStepSolver(Solver):
@@ -72,13 +97,15 @@ class FixedStepSolver(Solver):
     nfe_per_step: int = 0
 
     @abstractmethod
-    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float) -> torch.Tensor:
+    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
+             space: Space | _Flat = FLAT) -> torch.Tensor:
         """Advance x: (B, *D) from time t by the signed step h (h < 0 integrates backwards)."""
 
     def integrate(self, velocity: VelocityFn, x0: torch.Tensor, times: torch.Tensor, *,
-                  trajectory: bool = False, grad: bool = False) -> SolverResult:
+                  space: Space | None = None, trajectory: bool = False, grad: bool = False) -> SolverResult:
         times = check_grid(times)
         _check_state(x0)
+        geometry = FLAT if space is None else space
         nfe = 0
 
         def counted(x: torch.Tensor, t: float) -> torch.Tensor:
@@ -90,7 +117,7 @@ class FixedStepSolver(Solver):
             x = x0
             states = [x0] if trajectory else None
             for t, t_next in zip(times[:-1].tolist(), times[1:].tolist()):
-                x = self.step(counted, x, t, t_next - t)
+                x = self.step(counted, x, t, t_next - t, geometry)
                 if states is not None:
                     states.append(x)
             path = torch.stack(states) if states is not None else None
@@ -103,8 +130,9 @@ class Euler(FixedStepSolver):
     order = 1
     nfe_per_step = 1
 
-    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float) -> torch.Tensor:
-        return x + h * velocity(x, t)
+    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
+             space: Space | _Flat = FLAT) -> torch.Tensor:
+        return space.exp(x, h * velocity(x, t))
 
 
 class Midpoint(FixedStepSolver):
@@ -114,8 +142,11 @@ class Midpoint(FixedStepSolver):
     order = 2
     nfe_per_step = 2
 
-    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float) -> torch.Tensor:
-        return x + h * velocity(x + 0.5 * h * velocity(x, t), t + 0.5 * h)
+    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
+             space: Space | _Flat = FLAT) -> torch.Tensor:
+        delta = 0.5 * h * velocity(x, t)
+        k2 = space.dexp_inv(x, delta, velocity(space.exp(x, delta), t + 0.5 * h))
+        return space.exp(x, h * k2)
 
 
 class Heun(FixedStepSolver):
@@ -125,10 +156,11 @@ class Heun(FixedStepSolver):
     order = 2
     nfe_per_step = 2
 
-    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float) -> torch.Tensor:
+    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
+             space: Space | _Flat = FLAT) -> torch.Tensor:
         k1 = velocity(x, t)
-        k2 = velocity(x + h * k1, t + h)
-        return x + 0.5 * h * (k1 + k2)
+        k2 = space.dexp_inv(x, h * k1, velocity(space.exp(x, h * k1), t + h))
+        return space.exp(x, 0.5 * h * (k1 + k2))
 
 
 class RK4(FixedStepSolver):
@@ -137,12 +169,16 @@ class RK4(FixedStepSolver):
     order = 4
     nfe_per_step = 4
 
-    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float) -> torch.Tensor:
+    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
+             space: Space | _Flat = FLAT) -> torch.Tensor:
+        def stage(delta: torch.Tensor, s: float) -> torch.Tensor:
+            return space.dexp_inv(x, delta, velocity(space.exp(x, delta), s))
+
         k1 = velocity(x, t)
-        k2 = velocity(x + 0.5 * h * k1, t + 0.5 * h)
-        k3 = velocity(x + 0.5 * h * k2, t + 0.5 * h)
-        k4 = velocity(x + h * k3, t + h)
-        return x + (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4)
+        k2 = stage(0.5 * h * k1, t + 0.5 * h)
+        k3 = stage(0.5 * h * k2, t + 0.5 * h)
+        k4 = stage(h * k3, t + h)
+        return space.exp(x, (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4))
 
 
 class RFSolver2(FixedStepSolver):
@@ -156,11 +192,13 @@ class RFSolver2(FixedStepSolver):
     order = 2
     nfe_per_step = 2
 
-    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float) -> torch.Tensor:
+    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
+             space: Space | _Flat = FLAT) -> torch.Tensor:
         v0 = velocity(x, t)
-        v_mid = velocity(x + 0.5 * h * v0, t + 0.5 * h)
+        delta = 0.5 * h * v0
+        v_mid = space.dexp_inv(x, delta, velocity(space.exp(x, delta), t + 0.5 * h))
         dv_dt = (v_mid - v0) / (0.5 * h)
-        return x + h * v0 + 0.5 * h * h * dv_dt
+        return space.exp(x, h * v0 + 0.5 * h * h * dv_dt)
 
 
 class Dopri5(Solver):
@@ -178,9 +216,12 @@ class Dopri5(Solver):
         self.rtol, self.atol = float(rtol), float(atol)
 
     def integrate(self, velocity: VelocityFn, x0: torch.Tensor, times: torch.Tensor, *,
-                  trajectory: bool = False, grad: bool = False) -> SolverResult:
+                  space: Space | None = None, trajectory: bool = False, grad: bool = False) -> SolverResult:
         times = check_grid(times)
         _check_state(x0)
+        if space is not None and not isinstance(space, Euclidean):
+            raise ValueError(f"dopri5 integrates in Euclidean space only, not on {space!r}; use a "
+                             "fixed-step solver (euler, midpoint, heun, rk4), which stays on the space")
         nfe = 0
 
         def rhs(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -14,6 +14,7 @@ from flowsci.metrics import straightness
 from flowsci.nn.mlp import VelocityMLP
 from flowsci.plugins import COUPLINGS, GRIDS, LOSSES, PATHS, SOLVERS, TIME_SAMPLERS
 from flowsci.sources import StandardNormal
+from flowsci.spaces import Euclidean
 
 F64 = torch.float64
 
@@ -42,7 +43,8 @@ class Recorder(torch.nn.Module):
 
 def _loss(**components) -> torch.Tensor:
     cfg = FlowMatchingConfig(**components)
-    objective = FlowMatching.from_config(cfg, source=StandardNormal((2,)))
+    # the space goes only to the components that take one (the geodesic path)
+    objective = FlowMatching.from_config(cfg, source=StandardNormal((2,)), space=Euclidean(2))
     model = Recorder()
     loss, _ = objective.loss(model, {"x1": torch.randn(64, 2) + 3})
     loss.backward()
