@@ -1,6 +1,8 @@
 # flowsci developer commands. Each target creates .venv on first use.
 #   make demo        set up and train toy2d (prints the run directory and its metrics)
 #   make turbulence  set up, generate filtered Kolmogorov DNS and train IFactFormer-m (~6 min)
+#   make rotations   set up and train the SO(3) density benchmark (unit-quaternion flow)
+#   make backbones   set up, fetch 50 proteins from PyPI (MDAnalysisTests) and train SE(3)^N frames
 #   make test        set up and run the default test tier
 PYTHON ?= python3
 VENV   ?= .venv
@@ -8,7 +10,8 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.flowsci-installed
 
-.PHONY: install demo turbulence test test-slow bench-deps bench bench-turbulence clean
+.PHONY: install demo turbulence rotations backbones test test-slow bench-deps bench bench-turbulence \
+	bench-rotations clean
 
 install: $(STAMP)
 
@@ -23,6 +26,12 @@ demo: install
 
 turbulence: install
 	$(BIN)/flowsci train domains/turbulence.yaml
+
+rotations: install
+	$(BIN)/flowsci train domains/rotations.yaml
+
+backbones: install
+	$(BIN)/flowsci train domains/backbones.yaml
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -41,6 +50,10 @@ bench: bench-deps
 
 bench-turbulence: bench-deps
 	$(BIN)/python bench/turbulence.py --epochs 8
+
+bench-rotations: install
+	$(BIN)/python bench/rotations.py
+	$(BIN)/python bench/rotations.py --backbones
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
