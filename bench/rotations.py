@@ -93,7 +93,7 @@ def run_so3(args: argparse.Namespace) -> dict:
         result = train(cfg, args.runs / label, progress=True)
         runs[label] = result.run_dir
         data = domain.build_data(cfg)
-        results["configs"][label] = {"overrides": extra, "train_seconds": _train_seconds(result.run_dir),
+        results["configs"][label] = {"overrides": extra, "seconds_per_step": _seconds_per_step(result.run_dir),
                                      "table": nfe_table(domain, cfg, load_model(result.run_dir), data)}
         print(label, _summary(results["configs"][label]["table"]))
     # reflow of qflow on its own filtered samples
@@ -109,7 +109,7 @@ def run_so3(args: argparse.Namespace) -> dict:
     extra = [f"data.pairs={pairs}", "objective.coupling=paired", f"train.init_from={runs['qflow']}",
              f"train.steps={args.reflow_steps}", "train.warmup_steps=0"]
     result = train(load_config(SO3_YAML, [*common(args), *extra]), args.runs / "reqflow", progress=True)
-    results["configs"]["reqflow"] = {"overrides": extra[1:], "train_seconds": _train_seconds(result.run_dir),
+    results["configs"]["reqflow"] = {"overrides": extra[1:], "seconds_per_step": _seconds_per_step(result.run_dir),
                                      "pair_seconds": pair_seconds,
                                      "table": nfe_table(domain, cfg, load_model(result.run_dir), data)}
     print("reqflow", _summary(results["configs"]["reqflow"]["table"]))
@@ -152,7 +152,7 @@ def _backbone_row(domain, cfg, model, data, steps: int) -> dict:
     return {"steps": steps, "metrics": metrics, "seconds_per_structure": metrics[f"seconds_per_structure_steps{steps}"]}
 
 
-def _train_seconds(run: Path) -> float:
+def _seconds_per_step(run: Path) -> float:
     rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()[1:]]
     per_step = [float(r[3]) for r in rows if r[1] == "train" and r[2] == "seconds_per_step"]
     return sum(per_step) / max(len(per_step), 1)
