@@ -9,10 +9,10 @@ finite-sample floor (test vs validation) and the ceiling (test vs Haar); the exa
 log density of the samples; optionally the likelihood of the test set under the flow.
 
 W2 between two samples of n = 2000 from this mixture is noisy: the blob counts of two draws
-differ by ~sqrt(n w), and that mass must cross between blobs ~2 rad apart. Two independent
-draws of the true mixture gave W2 from 0.19 to 0.27 against the same test set (measured). So
-every W2 here is the mean over ``eval.repeats`` draws, each against its own window of the test
-(and validation) set, with its standard deviation over the draws.
+differ by ~sqrt(n w), and that mass must cross between blobs ~2 rad apart (the floor varies
+by +-0.026 between windows: ``w2_floor_std``). So every W2 here is the mean over
+``eval.repeats`` draws, each against its own window of the test (and validation) set, with
+its standard deviation over the draws.
 """
 
 from __future__ import annotations
