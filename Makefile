@@ -3,6 +3,7 @@
 #   make turbulence  set up, generate filtered Kolmogorov DNS and train IFactFormer-m (~6 min)
 #   make rotations   set up and train the SO(3) density benchmark (unit-quaternion flow)
 #   make backbones   set up, fetch 50 proteins from PyPI (MDAnalysisTests) and train SE(3)^N frames
+#   make population  set up and train Meta Flow Matching on the letters (held-out X and Y)
 #   make test        set up and run the default test tier
 PYTHON ?= python3
 VENV   ?= .venv
@@ -10,8 +11,8 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.flowsci-installed
 
-.PHONY: install demo turbulence rotations backbones test test-slow bench-deps bench bench-turbulence \
-	bench-rotations clean
+.PHONY: install demo turbulence rotations backbones population test test-slow bench-deps bench bench-turbulence \
+	bench-rotations bench-population clean
 
 install: $(STAMP)
 
@@ -32,6 +33,9 @@ rotations: install
 
 backbones: install
 	$(BIN)/flowsci train domains/backbones.yaml
+
+population: install
+	$(BIN)/flowsci train domains/population.yaml
 
 test: install
 	$(BIN)/python -m pytest -q
@@ -54,6 +58,9 @@ bench-turbulence: bench-deps
 bench-rotations: install
 	$(BIN)/python bench/rotations.py
 	$(BIN)/python bench/rotations.py --backbones
+
+bench-population: install
+	$(BIN)/python bench/population.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
