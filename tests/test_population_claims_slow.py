@@ -39,6 +39,12 @@ def runs(request, tmp_path_factory):
     return dataset, metrics
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "not reproduced at 2000 CPU steps (bench/population.py, same configurations): MFM-gcn is better than "
+    "FM and CGFM on 3 of the 4 held-out splits but by >= 20 % on W2 and MMD only on the val letter X "
+    "(W2 0.583 vs 0.774 / 0.843). Test letter Y: 0.755 vs FM 0.665 (worse). Held-out replicates: W2 2.574 "
+    "vs 3.034 / 3.188 (15 % / 19 %), MMD 0.146 vs 0.176 / 0.204. Held-out patients: W2 3.187 vs 4.097 / "
+    "3.670 (22 % / 13 %), MMD 0.203 vs 0.252 / 0.250"))
 def test_mfm_beats_fm_and_cgfm_by_20_percent_on_held_out_populations(runs):
     dataset, metrics = runs
     for split in HELD_OUT[dataset]:
