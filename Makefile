@@ -4,6 +4,7 @@
 #   make rotations   set up and train the SO(3) density benchmark (unit-quaternion flow)
 #   make backbones   set up, fetch 50 proteins from PyPI (MDAnalysisTests) and train SE(3)^N frames
 #   make population  set up and train Meta Flow Matching on the letters (held-out X and Y)
+#   make lpinn       set up and run the PINN vs LPINN convection sweep (beta 1..80, two seeds)
 #   make test        set up and run the default test tier
 PYTHON ?= python3
 VENV   ?= .venv
@@ -11,7 +12,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.flowsci-installed
 
-.PHONY: install demo turbulence rotations backbones population test test-slow bench-deps bench bench-turbulence \
+.PHONY: install demo turbulence rotations backbones population lpinn test test-slow bench-deps bench bench-turbulence \
 	bench-rotations bench-population clean
 
 install: $(STAMP)
@@ -36,6 +37,9 @@ backbones: install
 
 population: install
 	$(BIN)/flowsci train domains/population.yaml
+
+lpinn: install
+	$(BIN)/flowsci sweep domains/lpinn.yaml --workers 2
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -1,4 +1,4 @@
-"""The ``flowsci`` command line: train, sample, eval, data make, list.
+"""The ``flowsci`` command line: train, sweep, sample, eval, reflow, data make, list.
 
 User errors (missing file, bad key, unknown name, corrupt checkpoint) exit with code 2 and one
 message, without a traceback.
@@ -49,6 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
     p.set_defaults(handler=cmd_train)
+
+    p = sub.add_parser("sweep", help="train every combination of a config's sweep: section, then "
+                       "write one table and one plot")
+    p.add_argument("config", help="YAML config file with a sweep: section, e.g. domains/lpinn.yaml")
+    p.add_argument("overrides", nargs="*", help="overrides of the base config (e.g. train.steps=200)")
+    p.add_argument("--out", help="sweep directory (default: <train.out_dir>/<config name>-sweep)")
+    p.add_argument("--workers", type=int, default=1, help="runs trained in parallel processes")
+    p.add_argument("--list", action="store_true", help="list the runs and exit")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars with one worker (default: when stderr is a terminal)")
+    p.set_defaults(handler=cmd_sweep)
 
     p = sub.add_parser("sample", help="draw samples from a trained run")
     p.add_argument("run", help="run directory")
@@ -110,6 +121,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         figures = sorted((result.run_dir / "figures").glob("*.png"))
         if figures:
             print("figures: " + ", ".join(str(f) for f in figures))
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from flowsci.sweep import load_sweep, run_sweep
+
+    sweep = load_sweep(args.config, args.overrides)
+    if args.list:
+        for run in sweep.runs():
+            print(run.name)
+        return 0
+    if args.workers < 1:
+        raise UserError(f"--workers must be >= 1, got {args.workers}")
+    root = run_sweep(sweep, args.out, workers=args.workers, progress=args.progress)
+    table = root / "results.md"
+    if table.is_file():
+        print(table.read_text(), end="")
+    print("written: " + ", ".join(str(p) for p in sorted(root.glob("results.*"))))
     return 0
 
 

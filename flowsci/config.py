@@ -62,14 +62,33 @@ class SampleConfig:
 
 
 @dataclasses.dataclass
+class LBFGSConfig:
+    """A quasi-Newton phase (torch.optim.LBFGS) after the first-order steps, as PINNs use.
+
+    One training step is one L-BFGS iteration (up to ``max_eval`` loss evaluations with the
+    line search). The phase ends early when an iteration leaves the loss unchanged
+    (relative change <= ``tolerance_change``) or the gradient is below ``tolerance_grad``.
+    """
+
+    steps: int = 0                   # L-BFGS iterations after train.steps; 0: no L-BFGS phase
+    lr: float = 1.0
+    history_size: int = 50
+    max_eval: int = 25               # loss evaluations per iteration
+    line_search: Literal["strong_wolfe", "none"] = "strong_wolfe"
+    tolerance_grad: float = 1e-9     # max |gradient| at which L-BFGS has converged
+    tolerance_change: float = 0.0    # relative loss change at which L-BFGS has converged
+
+
+@dataclasses.dataclass
 class TrainConfig:
     """Optimisation, logging and checkpointing."""
 
-    steps: int = 1000
+    steps: int = 1000                # first-order (AdamW) steps
     batch_size: int = 256            # global batch (split over processes under torchrun)
     lr: float = 1e-3
     weight_decay: float = 0.0
     betas: tuple[float, float] = (0.9, 0.999)
+    amsgrad: bool = False
     warmup_steps: int = 0
     schedule: Literal["cosine", "constant"] = "cosine"
     min_lr_ratio: float = 0.0        # cosine floor as a fraction of lr
@@ -85,6 +104,12 @@ class TrainConfig:
     threads: int = 0                 # torch intra-op threads; 0: $OMP_NUM_THREADS or torch's default
     tensorboard: bool = False
     init_from: str | None = None     # checkpoint or run directory whose model weights start training
+    lbfgs: LBFGSConfig = dataclasses.field(default_factory=LBFGSConfig)
+
+    @property
+    def total_steps(self) -> int:
+        """First-order steps plus L-BFGS iterations."""
+        return self.steps + self.lbfgs.steps
 
 
 @dataclasses.dataclass
@@ -100,6 +125,7 @@ SECTION_BASES: dict[str, type] = {"data": DataConfig, "objective": ObjectiveConf
 SECTION_ATTRS = {"data": "DataSettings", "objective": "ObjectiveSettings",
                  "sample": "SampleSettings", "eval": "EvalSettings"}
 TOP_KEYS = ("domain", "seed", "data", "model", "objective", "sample", "train", "eval")
+SWEEP_KEY = "sweep"  # read by flowsci.sweep; a single run ignores it
 
 
 @dataclasses.dataclass
@@ -161,9 +187,10 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (),
         raw["model"] = {"name": raw["model"]}
     for item in overrides:
         _apply_override(raw, item, source)
+    raw.pop(SWEEP_KEY, None)
     for key in raw:
         if key not in TOP_KEYS:
-            raise ConfigError(_unknown(source, key, TOP_KEYS))
+            raise ConfigError(_unknown(source, key, TOP_KEYS + (SWEEP_KEY,)))
 
     domain_raw = _section(raw, "domain", source, required=True)
     name = domain_raw.pop("name", None)

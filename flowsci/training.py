@@ -1,7 +1,7 @@
 """The Trainer: one loop for every domain and objective.
 
-AdamW with warm-up + cosine/constant schedule, EMA, gradient clipping, periodic evaluation
-and figures, CSV (and optional TensorBoard) metrics, a NaN/inf guard, atomic checkpoints
+AdamW with warm-up + cosine/constant schedule, then optionally an L-BFGS phase (PINNs), EMA,
+gradient clipping, periodic evaluation and figures, CSV (and optional TensorBoard) metrics, a NaN/inf guard, atomic checkpoints
 with every state needed to continue bit-for-bit (CPU, same seed), and DistributedDataParallel
 under torchrun.
 """
@@ -223,8 +223,17 @@ class Trainer:
         if self.tc.init_from and not resume:
             self._init_weights(self.tc.init_from)
         self.objective = self.domain.build_objective(cfg)
+        if self.tc.lbfgs.steps > 0 and self.tc.ema > 0:
+            raise ConfigError(f"{cfg.source}: train.ema={self.tc.ema} averages first-order steps only, so "
+                              "the L-BFGS result would be evaluated through stale weights; set train.ema=0 "
+                              "with train.lbfgs.steps > 0")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.tc.lr, betas=self.tc.betas,
-                                           weight_decay=self.tc.weight_decay)
+                                           weight_decay=self.tc.weight_decay, amsgrad=self.tc.amsgrad)
+        self.lbfgs: torch.optim.LBFGS | None = None  # built when the L-BFGS phase starts
+        self.lbfgs_converged = False
+        self.lbfgs_last_loss: float | None = None  # loss at the start of the last L-BFGS iteration
+        self.train_seconds = 0.0  # training wall-clock, without evaluation and checkpoints
+        self.adam_metrics: dict[str, float] = {}
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(
             lr_factor, warmup=self.tc.warmup_steps, total=self.tc.steps, schedule=self.tc.schedule,
             min_ratio=self.tc.min_lr_ratio))
@@ -263,19 +272,26 @@ class Trainer:
             "model_spec": self.model.flowsci_spec, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None, "rng": rng,
+            "lbfgs": self.lbfgs.state_dict() if self.lbfgs is not None else None,
+            "lbfgs_converged": self.lbfgs_converged, "lbfgs_last_loss": self.lbfgs_last_loss,
+            "train_seconds": self.train_seconds,
+            "adam_metrics": self.adam_metrics,
         }
 
     def _resume(self) -> None:
         saved = self.run.load_config().to_dict()
         current = self.cfg.to_dict()
-        saved["train"].pop("steps"), current["train"].pop("steps")
+        for train_section in (saved["train"], current["train"]):
+            train_section.pop("steps")
+            train_section["lbfgs"].pop("steps", None)
         if saved != current:
             diffs = [f"{section}.{k}: {saved[section].get(k)!r} -> {v!r}"
                      for section in current for k, v in (current[section].items()
                                                           if isinstance(current[section], dict) else [])
                      if saved.get(section, {}).get(k) != v]
             raise RunError(f"--resume: the config differs from {self.run.config} "
-                           f"({'; '.join(diffs) or 'top-level keys'}); only train.steps may change. "
+                           f"({'; '.join(diffs) or 'top-level keys'}); only train.steps and "
+                           "train.lbfgs.steps may change. "
                            "Start a new run instead")
         found = list_checkpoints(self.run.checkpoints)
         if not found:
@@ -301,6 +317,13 @@ class Trainer:
         if len(state["rng"]) == self.ctx.world_size:
             set_rng_state(state["rng"][self.ctx.rank])
         self.step = int(state["step"])
+        if state.get("lbfgs") is not None:
+            self._start_lbfgs()
+            self.lbfgs.load_state_dict(state["lbfgs"])
+        self.lbfgs_converged = bool(state.get("lbfgs_converged", False))
+        self.lbfgs_last_loss = state.get("lbfgs_last_loss")
+        self.train_seconds = float(state.get("train_seconds", 0.0))
+        self.adam_metrics = dict(state.get("adam_metrics", {}))
 
     def _init_weights(self, source: str) -> None:
         """Start from the weights (EMA when present) of another run's checkpoint (reflow,
@@ -338,7 +361,7 @@ class Trainer:
             with isolated_rng(self.cfg.seed + EVAL_SEED_OFFSET):
                 if with_metrics:
                     metrics = {k: float(v) for k, v in self.domain.evaluate(model, self.data, self.cfg).items()}
-                    self.log.write(self.step, "eval", metrics)
+                    self.log.write(self.step, "eval", {**metrics, "train_seconds": self.train_seconds})
                 if figures_dir is not None:
                     save_figures(self.domain.figures(model, self.data, self.cfg), figures_dir)
             model.train(was_training)
@@ -348,19 +371,23 @@ class Trainer:
     # --- loop ----------------------------------------------------------------------------
 
     def fit(self) -> TrainResult:
-        """Train from the current step to ``train.steps``; returns the final metrics."""
+        """Train from the current step to ``train.steps`` (+ ``train.lbfgs.steps``); returns the
+        final metrics."""
         tc = self.tc
-        if self.step >= tc.steps:
-            raise RunError(f"{self.run.path} is already at step {self.step} >= train.steps={tc.steps}; "
-                           "raise train.steps to continue it")
+        total = tc.total_steps
+        if self.lbfgs_converged:
+            raise RunError(f"{self.run.path}: L-BFGS converged at step {self.step}; nothing to continue")
+        if self.step >= total:
+            raise RunError(f"{self.run.path} is already at step {self.step} >= train.steps + "
+                           f"train.lbfgs.steps = {total}; raise them to continue it")
         plan = BatchPlan(self.data.train, tc.batch_size, self.cfg.seed, self.ctx)
-        loader = DataLoader(self.data.train, batch_sampler=_PlannedBatches(plan, self.step, tc.steps),
+        loader = DataLoader(self.data.train, batch_sampler=_PlannedBatches(plan, self.step, total),
                             collate_fn=collate, num_workers=self.cfg.data.num_workers,
                             # its own generator: drawing worker seeds from the global RNG would
                             # shift the training stream on every (re)start and break --resume
                             generator=torch.Generator().manual_seed(self.cfg.seed))
         show = self.progress if self.progress is not None else sys.stderr.isatty()
-        bar = tqdm(total=tc.steps, initial=self.step, desc=f"train {self.cfg.domain}", unit="step",
+        bar = tqdm(total=total, initial=self.step, desc=f"train {self.cfg.domain}", unit="step",
                    disable=not (show and self.ctx.is_main), dynamic_ncols=True)
         self.model.train()
         self._clock = (time.perf_counter(), self.step)  # (time, step) of the last seconds_per_step log
@@ -370,11 +397,15 @@ class Trainer:
             with deferred_sigint(active=not self.ctx.enabled) as interrupted:
                 for batch in loader:
                     self._train_step(batch, bar)
-                    if interrupted[0] and self.step < tc.steps:
+                    if self.lbfgs_converged:
+                        self._say(f"L-BFGS converged after {self.step - tc.steps} iterations", bar)
+                        break
+                    if interrupted[0] and self.step < total:
                         bar.close()
                         raise TrainingInterrupted(self.step, self.save(), self.run.path)
             bar.close()
             metrics = self.evaluate(self.run.figures)
+            metrics.update(self._cost_metrics())
             checkpoint = self.save()
         finally:
             if self.log is not None:
@@ -385,30 +416,31 @@ class Trainer:
         """One optimizer step with logging, periodic evaluation and checkpoints."""
         tc = self.tc
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        loss, logs = self.objective.loss(self.wrapped, batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
-        mean_loss = float(self.ctx.mean(loss.detach()))
-        if not math.isfinite(mean_loss):
-            raise NonFiniteLossError(self.step + 1, mean_loss, logs)
-        self.optimizer.step()
-        self.scheduler.step()
-        if self.ema is not None:
-            self.ema.update_parameters(self.model)
+        started = time.perf_counter()
+        if self.step < tc.steps:
+            mean_loss, grad_norm, logs = self._first_order_step(batch)
+            lr = self.scheduler.get_last_lr()[0]
+        else:
+            mean_loss, grad_norm, logs = self._lbfgs_step(batch)
+            lr = tc.lbfgs.lr
         self.step += 1
+        self.train_seconds += time.perf_counter() - started
         bar.update(1)
         if self.step % tc.log_every == 0 and self.log is not None:
             clock, since = self._clock
-            self.log.write(self.step, "train", {"loss": mean_loss, "lr": self.scheduler.get_last_lr()[0],
-                                                "grad_norm": float(grad_norm),
+            self.log.write(self.step, "train", {"loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
                                                 "seconds_per_step": (time.perf_counter() - clock) / (self.step - since),
-                                                **logs})
+                                                "train_seconds": self.train_seconds, **logs})
             bar.set_postfix(loss=f"{mean_loss:.4g}")
             self._clock = (time.perf_counter(), self.step)
-        if self.step == tc.steps:
+        if self.step == tc.total_steps or self.lbfgs_converged:
             return  # the final evaluation, figures and checkpoint follow in fit()
+        if self.step == tc.steps:  # the first-order phase ends, L-BFGS follows
+            self.adam_metrics = self.evaluate(self.run.figures / f"step-{self.step:08d}-adam")
+            self._say(f"step {self.step} (end of the first-order phase): " + format_metrics(self.adam_metrics), bar)
+            self.save()
+            self._clock = (time.perf_counter(), self.step)
+            return
         with_metrics = bool(tc.eval_every) and self.step % tc.eval_every == 0
         with_figures = bool(tc.figures_every) and self.step % tc.figures_every == 0
         if with_metrics or with_figures:
@@ -421,6 +453,73 @@ class Trainer:
             self.save()
         if with_metrics or with_figures or with_checkpoint:
             self._clock = (time.perf_counter(), self.step)  # seconds_per_step counts training only
+
+    def _first_order_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, float]]:
+        """One AdamW step; returns (mean loss over processes, gradient norm, objective logs)."""
+        tc = self.tc
+        loss, logs = self.objective.loss(self.wrapped, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(
+            self.model.parameters(), tc.grad_clip if tc.grad_clip > 0 else float("inf"))
+        mean_loss = float(self.ctx.mean(loss.detach()))
+        if not math.isfinite(mean_loss):
+            raise NonFiniteLossError(self.step + 1, mean_loss, logs)
+        self.optimizer.step()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        return mean_loss, float(grad_norm), logs
+
+    def _start_lbfgs(self) -> None:
+        lb = self.tc.lbfgs
+        # torch's own stopping tests are switched off (one iteration per call): the phase's
+        # convergence test is in _lbfgs_step, so that it ends the run instead of one call.
+        self.lbfgs = torch.optim.LBFGS(
+            self.model.parameters(), lr=lb.lr, max_iter=1, max_eval=lb.max_eval,
+            history_size=lb.history_size, tolerance_grad=lb.tolerance_grad, tolerance_change=0.0,
+            line_search_fn=None if lb.line_search == "none" else lb.line_search)
+
+    def _lbfgs_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, float]]:
+        """One L-BFGS iteration on a fixed batch; sets ``lbfgs_converged`` when it made no progress.
+
+        The closure returns the loss averaged over processes, so that every process takes the
+        same line-search decisions (the gradients are averaged by DDP).
+        """
+        if self.lbfgs is None:
+            self._start_lbfgs()
+        logs: dict[str, float] = {}
+
+        def closure() -> torch.Tensor:
+            self.lbfgs.zero_grad(set_to_none=True)
+            loss, step_logs = self.objective.loss(self.wrapped, batch)
+            loss.backward()
+            logs.update(step_logs)
+            return self.ctx.mean(loss.detach())
+
+        state = self.lbfgs.state[self.lbfgs.param_groups[0]["params"][0]]
+        iterations = state.get("n_iter", 0)
+        loss = float(self.lbfgs.step(closure))  # the loss where this iteration started
+        if not math.isfinite(loss):
+            raise NonFiniteLossError(self.step + 1, loss, logs)
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        no_step = state.get("n_iter", 0) == iterations  # the gradient was below tolerance_grad
+        # the previous iteration left the loss unchanged
+        stalled = (self.lbfgs_last_loss is not None
+                   and abs(self.lbfgs_last_loss - loss) <= self.tc.lbfgs.tolerance_change * abs(loss))
+        self.lbfgs_converged = no_step or stalled
+        self.lbfgs_last_loss = loss
+        return loss, grad_norm, {**logs, "lbfgs_evaluations": float(state.get("func_evals", 0))}
+
+    def _cost_metrics(self) -> dict[str, float]:
+        """Training cost of the run and, after an L-BFGS phase, the metrics at its start."""
+        cost = {"train_seconds": self.train_seconds}
+        if self.tc.lbfgs.steps > 0:
+            cost["lbfgs_iterations"] = float(max(0, self.step - self.tc.steps))
+            cost["lbfgs_converged"] = float(self.lbfgs_converged)
+            cost.update({f"adam_{k}": v for k, v in self.adam_metrics.items()})
+        return cost
 
     def _say(self, text: str, bar: tqdm) -> None:
         if self.ctx.is_main:

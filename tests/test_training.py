@@ -50,7 +50,7 @@ def test_tensorboard_events_and_csv(tmp_path):
     run = train(cfg, tmp_path / "run", progress=False).run_dir
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     names = {n for _, p, n, _ in read_metrics(run / "metrics.csv") if p == "train"}
-    assert names == {"loss", "lr", "grad_norm", "seconds_per_step"}
+    assert names == {"loss", "lr", "grad_norm", "seconds_per_step", "train_seconds"}
 
 
 def test_grad_clip_bounds_the_update(tmp_path):

@@ -1,0 +1,149 @@
+"""The ``lpinn`` domain: Lagrangian PINNs against Eulerian PINNs on convection and Burgers.
+
+The model chooses the formulation: ``pinn`` (u(x, t), Eulerian residual) or ``lpinn`` (u-branch
+u(ξ, t) and x-branch x(ξ, t) along the characteristics). Training is full batch on the
+collocation grid n_x × n_t (x uniform in [0, 2π), t uniform in [0, t_end]), first Adam
+(``train.steps``, ``train.amsgrad``) then L-BFGS (``train.lbfgs``). Evaluation maps the
+solution onto the Eulerian grid and compares it with the reference solution (exact Fourier
+solution for convection(–diffusion), pseudo-spectral Burgers), stored in HDF5.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+
+from flowsci.config import Config, DataConfig, EvalConfig
+from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
+from flowsci.data.schema import BoundaryCondition
+from flowsci.plugins import DomainBase, build_model, model_parameters
+from flowsci_domains.lpinn.evaluation import error_metrics, predict_eulerian
+from flowsci_domains.lpinn.figures import characteristics_figure, solution_figure
+from flowsci_domains.lpinn.objective import PINNLoss, PINNObjectiveConfig
+from flowsci_domains.lpinn.problems import EQUATIONS, Problem
+from flowsci_domains.lpinn.reference import grid, reference_solution
+
+
+@dataclasses.dataclass
+class LPINNSettings:
+    """YAML ``domain:`` section: the PDE and the collocation grid."""
+
+    equation: Literal["convection", "convection_diffusion", "burgers"] = "convection"
+    beta: float = 30.0               # convection speed
+    nu: float = 0.01                 # viscosity (convection_diffusion, burgers)
+    offset: float = 0.0              # C in u0 = sin x + C (burgers)
+    t_end: float = 1.0
+    n_x: int = 256                   # collocation points in x (uniform, periodic)
+    n_t: int = 100                   # collocation points in t (uniform, t = 0 and t_end included)
+
+    def __post_init__(self) -> None:
+        if self.equation not in EQUATIONS:
+            raise ValueError(f"equation must be one of {', '.join(EQUATIONS)}, got {self.equation!r}")
+        if self.n_x < 4 or self.n_t < 2:
+            raise ValueError(f"the grid needs n_x >= 4 and n_t >= 2, got n_x={self.n_x}, n_t={self.n_t}")
+        Problem(self.equation, self.beta, self.nu, self.offset, self.t_end)  # validates the rest
+
+    @property
+    def problem(self) -> Problem:
+        return Problem(self.equation, self.beta, self.nu, self.offset, self.t_end)
+
+
+@dataclasses.dataclass
+class LPINNEval(EvalConfig):
+    """The evaluation grid (defaults: the collocation grid), the Fourier modes of the Burgers
+    reference, and the label refinement of the LPINN's interpolation."""
+
+    n_x: int = 256
+    n_t: int = 100
+    n_modes: int = 1024
+    label_refinement: int = 2
+
+
+class LPINN(DomainBase):
+    """PINN vs LPINN on periodic 1-D convection, convection–diffusion and viscous Burgers."""
+
+    name = "lpinn"
+    Settings = LPINNSettings
+    DataSettings = DataConfig
+    ObjectiveSettings = PINNObjectiveConfig
+    EvalSettings = LPINNEval
+
+    # --- data ----------------------------------------------------------------------------
+
+    def data_path(self, cfg: Config) -> Path:
+        """The reference solution's file (it does not depend on data.seed: nothing is random)."""
+        if cfg.data.path:
+            return Path(cfg.data.path)
+        p, e = cfg.settings.problem, cfg.eval
+        params = {"convection": f"beta{p.beta:g}", "convection_diffusion": f"beta{p.beta:g}_nu{p.nu:g}",
+                  "burgers": f"C{p.offset:g}_nu{p.nu:g}_modes{e.n_modes}"}[p.equation]
+        return default_data_dir() / "lpinn" / f"{p.equation}_{params}_T{p.t_end:g}_x{e.n_x}_t{e.n_t}_v1.h5"
+
+    def make_data(self, cfg: Config) -> Path:
+        """Solve the reference problem on the evaluation grid and write it to HDF5."""
+        p, e = cfg.settings.problem, cfg.eval
+        x, t = grid(e.n_x, e.n_t, p.t_end)
+        u = reference_solution(p, e.n_x, e.n_t, n_modes=e.n_modes)
+        return write_dataset(
+            self.data_path(cfg), name=f"lpinn reference: {p.describe()}",
+            splits={"reference": {"u": u[None].astype(np.float64)}}, orders={"u": 0}, dims={"u": ["x", "t"]},
+            dimensions={"x": x, "t": t}, n_spatial_dims=1, grid_type="cartesian",
+            boundary_conditions={"x_periodic": BoundaryCondition("periodic", ("x",))},
+            scalars={"beta": p.beta, "nu": p.viscosity, "offset": p.offset},
+            attrs={"domain": "lpinn", "problem": dataclasses.asdict(p), "n_modes": e.n_modes})
+
+    def build_data(self, cfg: Config) -> DataSplits:
+        """train: the collocation grid (one full batch); val = test: the reference solution."""
+        path = self.data_path(cfg)
+        if cfg.data.regenerate or not path.exists():
+            self.make_data(cfg)
+        s = cfg.settings
+        x, t = grid(s.n_x, s.n_t, s.t_end)
+        xx, tt = np.meshgrid(x, t, indexing="ij")
+        collocation = {"x": xx.reshape(1, -1), "t": tt.reshape(1, -1), "x0": x[None],
+                       "u0": s.problem.initial(x)[None]}
+        train = InMemoryDataset({k: torch.as_tensor(v, dtype=torch.float32) for k, v in collocation.items()})
+        reference = InMemoryDataset(load_split(path, "reference"))
+        return DataSplits(train, reference, reference, meta=read_meta(path))
+
+    # --- model and objective -------------------------------------------------------------
+
+    def build_model(self, cfg: Config) -> torch.nn.Module:
+        """The registered model; the LPINN's ``speed_scale`` defaults to the problem's
+        characteristic speed (|β|, or max |u₀| for Burgers)."""
+        params = dict(cfg.model.params)
+        if "speed_scale" in model_parameters(cfg.model.name) and "speed_scale" not in params:
+            params["speed_scale"] = cfg.settings.problem.speed_scale
+        model = build_model(cfg.model.name, params)
+        if getattr(model, "formulation", None) not in ("eulerian", "lagrangian"):
+            raise ValueError(f"model '{cfg.model.name}' is not a PINN of this domain: its class needs "
+                             "formulation = 'eulerian' (u(x, t)) or 'lagrangian' (forward -> (x, u))")
+        return model
+
+    def build_objective(self, cfg: Config) -> PINNLoss:
+        return PINNLoss(cfg.settings.problem, cfg.objective)
+
+    # --- evaluation ----------------------------------------------------------------------
+
+    def _prediction(self, model: torch.nn.Module, data: DataSplits, cfg: Config
+                    ) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray], np.ndarray]:
+        coords = data.meta.dimensions
+        predicted = predict_eulerian(model, coords["x"], coords["t"], cfg.eval.label_refinement)
+        return coords["x"], coords["t"], predicted, data.test.tensors["u"][0].numpy()
+
+    def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, float]:
+        _, _, predicted, reference = self._prediction(model, data, cfg)
+        return error_metrics(predicted["u"], reference, cfg.settings.problem.offset)
+
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
+        x, t, predicted, reference = self._prediction(model, data, cfg)
+        title = f"{cfg.model.name}: {cfg.settings.problem.describe()}"
+        figures = {"solution": solution_figure(x, t, predicted["u"], reference, title)}
+        if "x_labels" in predicted:
+            figures["characteristics"] = characteristics_figure(predicted["labels"], t, predicted["x_labels"], title)
+        return figures

@@ -1,0 +1,89 @@
+"""PINN models on the periodic domain x ∈ [0, 2π): the Eulerian PINN and the two-branch LPINN.
+
+Both read the input through the exact periodic embedding (cos x, sin x, t), so u(0, t) and
+u(2π, t) are the same number (no boundary loss is needed).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from flowsci_domains.lpinn.problems import PERIOD
+
+
+def periodic_features(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """(cos x, sin x, t): x, t (B,) -> (B, 3). x is first reduced mod 2π, so that x = 0 and
+    x = 2π give bit-identical features (sin(2π) is not exactly 0 in floating point)."""
+    x = torch.remainder(x, PERIOD)
+    return torch.stack([torch.cos(x), torch.sin(x), t], dim=-1)
+
+
+def tanh_layers(width: int, depth: int) -> nn.ModuleList:
+    """``depth`` linear layers 3 -> width -> ... -> width (the tanh is applied by the caller)."""
+    if depth < 1 or width < 1:
+        raise ValueError(f"depth and width must be >= 1, got depth={depth}, width={width}")
+    return nn.ModuleList([nn.Linear(3 if i == 0 else width, width) for i in range(depth)])
+
+
+def run_tanh(layers: nn.ModuleList, head: nn.Linear, features: torch.Tensor) -> torch.Tensor:
+    """tanh MLP: features (B, 3) -> (B,)."""
+    h = features
+    for layer in layers:
+        h = torch.tanh(layer(h))
+    return head(h).squeeze(-1)
+
+
+class EulerianPINN(nn.Module):
+    """u(x, t): a tanh MLP on (cos x, sin x, t). x, t (B,) -> u (B,)."""
+
+    formulation = "eulerian"
+
+    def __init__(self, width: int = 50, depth: int = 4):
+        super().__init__()
+        self.hidden = tanh_layers(width, depth)
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return run_tanh(self.hidden, self.head, periodic_features(x, t))
+
+
+class LagrangianPINN(nn.Module):
+    """The LPINN: a u-branch u(ξ, t) and an x-branch for the characteristic x(ξ, t).
+
+    Both branches are tanh MLPs on (cos ξ, sin ξ, t). The x-branch predicts the displacement
+    in units of ``speed_scale``: x(ξ, t) = ξ + speed_scale · N_x(ξ, t). A periodic input cannot
+    represent x itself (x(ξ, 0) = ξ jumps by 2π across ξ = 0), while the displacement is periodic
+    in ξ; the scale makes it O(t) whatever the convection speed. ``speed_scale = 1`` is the
+    paper's raw units.
+
+    ``shared_weights`` is the variant of the authors' code: the x-branch reuses the first
+    ``x_depth`` hidden layers and the output layer of the u-branch. The paper describes two
+    independent networks (the default).
+
+    forward: ξ, t (B,) -> (x, u), each (B,).
+    """
+
+    formulation = "lagrangian"
+
+    def __init__(self, width: int = 50, u_depth: int = 4, x_depth: int = 2, speed_scale: float = 1.0,
+                 shared_weights: bool = False):
+        super().__init__()
+        if speed_scale <= 0:
+            raise ValueError(f"speed_scale must be > 0, got {speed_scale}")
+        if shared_weights and x_depth > u_depth:
+            raise ValueError(f"shared_weights needs x_depth <= u_depth, got {x_depth} > {u_depth}")
+        self.speed_scale = float(speed_scale)
+        self.shared_weights = shared_weights
+        self.u_hidden = tanh_layers(width, u_depth)
+        self.u_head = nn.Linear(width, 1)
+        if shared_weights:
+            self.x_hidden, self.x_head = self.u_hidden[:x_depth], self.u_head
+        else:
+            self.x_hidden, self.x_head = tanh_layers(width, x_depth), nn.Linear(width, 1)
+
+    def forward(self, xi: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = periodic_features(xi, t)
+        u = run_tanh(self.u_hidden, self.u_head, features)
+        x = xi + self.speed_scale * run_tanh(self.x_hidden, self.x_head, features)
+        return x, u

@@ -1,0 +1,90 @@
+"""The lpinn domain end to end: Adam then L-BFGS in the Trainer, resume inside the L-BFGS phase,
+the convergence stop, evaluation against the reference, figures, and the config errors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from flowsci.checkpoint import list_checkpoints, load_checkpoint
+from flowsci.config import load_config
+from flowsci.errors import ConfigError, RunError
+from flowsci.metrics_log import read_metrics
+from flowsci.training import train
+
+from conftest import REPO
+
+YAML = REPO / "domains" / "lpinn.yaml"
+TINY = ["domain.n_x=32", "domain.n_t=8", "eval.n_x=32", "eval.n_t=8", "train.log_every=1",
+        "train.eval_every=5", "train.checkpoint_every=4", "train.keep_checkpoints=0"]
+LPINN_TINY = ["model={name: lpinn, width: 12, u_depth: 2, x_depth: 1}"]
+PINN_TINY = ["model={name: pinn, width: 12, depth: 2}"]
+
+
+def config(*overrides: str, model=LPINN_TINY):
+    return load_config(YAML, [*TINY, *model, *overrides])
+
+
+@pytest.mark.parametrize("model", [LPINN_TINY, PINN_TINY], ids=["lpinn", "pinn"])
+def test_adam_then_lbfgs_lowers_the_error_and_reports_the_cost(tmp_path, model) -> None:
+    cfg = config("train.steps=30", "train.lbfgs.steps=15", "domain.beta=1", model=model)
+    result = train(cfg, tmp_path / "run", progress=False)
+    m = result.metrics
+    assert m["lbfgs_iterations"] == result.step - 30 > 0
+    assert m["rel_l2"] < m["adam_rel_l2"]  # L-BFGS improves on the Adam phase
+    assert m["train_seconds"] > 0 and math.isfinite(m["linf"])
+    rows = read_metrics(result.run_dir / "metrics.csv")
+    evaluations = [v for s, p, n, v in rows if n == "lbfgs_evaluations"]
+    assert evaluations and evaluations[-1] >= m["lbfgs_iterations"]  # line search: >= 1 evaluation each
+    assert any(s == 30 and p == "eval" and n == "rel_l2" for s, p, n, v in rows)  # end of Adam
+    figures = {p.name for p in (result.run_dir / "figures").glob("*.png")}
+    assert "solution.png" in figures and ("characteristics.png" in figures) == (model is LPINN_TINY)
+
+
+def test_resume_inside_the_lbfgs_phase_is_bit_for_bit(tmp_path) -> None:
+    straight = train(config("train.steps=8", "train.lbfgs.steps=8"), tmp_path / "a", progress=False)
+    train(config("train.steps=8", "train.lbfgs.steps=3"), tmp_path / "b", progress=False)
+    resumed = train(config("train.steps=8", "train.lbfgs.steps=8"), tmp_path / "b", resume=True, progress=False)
+    a = load_checkpoint(list_checkpoints(straight.run_dir / "checkpoints")[-1][1])
+    b = load_checkpoint(list_checkpoints(resumed.run_dir / "checkpoints")[-1][1])
+    assert a["step"] == b["step"] == 16
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert straight.metrics["rel_l2"] == resumed.metrics["rel_l2"]
+
+
+def test_lbfgs_stops_when_the_loss_stalls_and_the_run_cannot_continue(tmp_path) -> None:
+    # a relative tolerance of 1 counts any iteration that does not double the loss as stalled
+    cfg = config("train.steps=5", "train.lbfgs.steps=50", "train.lbfgs.tolerance_change=1.0")
+    result = train(cfg, tmp_path / "run", progress=False)
+    assert result.metrics["lbfgs_converged"] == 1.0 and result.step == 7
+    with pytest.raises(RunError, match="converged"):
+        train(config("train.steps=5", "train.lbfgs.steps=60", "train.lbfgs.tolerance_change=1.0"),
+              tmp_path / "run", resume=True, progress=False)
+
+
+def test_reference_file_is_written_once_and_reused(tmp_path) -> None:
+    from flowsci.plugins import get_domain
+
+    cfg = config("domain.equation=burgers", "domain.offset=10", "eval.n_modes=256")
+    domain = get_domain("lpinn")
+    data = domain.build_data(cfg)
+    path = domain.data_path(cfg)
+    assert path.is_file() and data.meta.boundary_conditions["x_periodic"].bc_type == "periodic"
+    assert data.test.tensors["u"].shape == (1, 32, 8) and data.train.tensors["x"].shape == (1, 32 * 8)
+    stamp = path.stat().st_mtime_ns
+    domain.build_data(cfg)
+    assert path.stat().st_mtime_ns == stamp
+
+
+def test_bad_settings_name_the_key(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="domain.*equation"):
+        config("domain.equation=heat")
+    with pytest.raises(ConfigError, match="train.lbfgs.line_search"):
+        config("train.lbfgs.line_search=armijo")
+    with pytest.raises(ConfigError, match="train.ema"):  # checked when training starts
+        train(config("train.ema=0.9", "train.steps=2", "train.lbfgs.steps=2"), tmp_path / "run", progress=False)
+    with pytest.raises(ConfigError, match="model.depth"):
+        config(model=["model={name: lpinn, depth: 3}"])
