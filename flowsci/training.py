@@ -405,7 +405,8 @@ class Trainer:
                         raise TrainingInterrupted(self.step, self.save(), self.run.path)
             bar.close()
             metrics = self.evaluate(self.run.figures)
-            metrics.update(self._cost_metrics())
+            if self.ctx.is_main:  # the other processes return no metrics
+                metrics.update(self._cost_metrics())
             checkpoint = self.save()
         finally:
             if self.log is not None:
