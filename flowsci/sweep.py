@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from flowsci.atomic import atomic_open, atomic_write_text
-from flowsci.config import SWEEP_KEY, TOP_KEYS, Config, _apply_override, _Override, config_from_dict
+from flowsci.config import SWEEP_KEY, TOP_KEYS, Config, _apply_override, _untyped, config_from_dict
 from flowsci.errors import ConfigError
 from flowsci.metrics_log import read_metrics
 
@@ -146,7 +146,7 @@ def _plain_values(value: Any) -> Any:
         return {k: _plain_values(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain_values(v) for v in value]
-    return yaml.safe_load(value) if isinstance(value, _Override) else value
+    return _untyped(value)
 
 
 def _assign(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
@@ -229,7 +229,7 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, workers: in
                                    str(path), sweep.target, False) for run, path in todo]
             for future in concurrent.futures.as_completed(futures):
                 future.result()
-    write_results(sweep, root)
+    write_results(sweep, root, runs)
     return root
 
 
@@ -264,10 +264,10 @@ def time_to_target(metrics_csv: Path, metric: str, below: float) -> dict[str, fl
 # --- results -------------------------------------------------------------------------------
 
 
-def collect(sweep: Sweep, root: Path) -> list[dict[str, Any]]:
+def collect(sweep: Sweep, root: Path, runs: list[SweepRun] | None = None) -> list[dict[str, Any]]:
     """One row per finished run: the swept values (labels) and its final metrics."""
     rows = []
-    for run in sweep.runs():
+    for run in runs if runs is not None else sweep.runs():
         path = root / "runs" / run.name / RESULT
         if not path.is_file():
             continue
@@ -283,9 +283,10 @@ def collect(sweep: Sweep, root: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def write_results(sweep: Sweep, root: Path) -> list[Path]:
-    """results.csv / .md / .json and, with ``sweep.plot``, results.png; returns the paths."""
-    rows = collect(sweep, root)
+def write_results(sweep: Sweep, root: Path, runs: list[SweepRun] | None = None) -> list[Path]:
+    """results.csv / .md / .json and, with ``sweep.plot``, results.png; returns the paths.
+    ``runs``: the expanded grid when the caller has it already."""
+    rows = collect(sweep, root, runs)
     if not rows:
         return []
     columns = [c for c in rows[0] if c != "_values"]

@@ -503,8 +503,7 @@ class Trainer:
         loss = float(self.lbfgs.step(closure))  # the loss where this iteration started
         if not math.isfinite(loss):
             raise NonFiniteLossError(self.step + 1, loss, logs)
-        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
-        grad_norm = float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads])))
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf")))  # norm only
         no_step = state.get("n_iter", 0) == iterations  # the gradient was below tolerance_grad
         # the previous iteration left the loss unchanged
         stalled = (self.lbfgs_last_loss is not None

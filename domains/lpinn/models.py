@@ -19,19 +19,14 @@ def periodic_features(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
     return torch.stack([torch.cos(x), torch.sin(x), t], dim=-1)
 
 
-def tanh_layers(width: int, depth: int) -> nn.ModuleList:
-    """``depth`` linear layers 3 -> width -> ... -> width (the tanh is applied by the caller)."""
+def tanh_mlp(width: int, depth: int) -> nn.Sequential:
+    """(B, 3) -> (B, 1): ``depth`` tanh layers of ``width`` and a linear output layer."""
     if depth < 1 or width < 1:
         raise ValueError(f"depth and width must be >= 1, got depth={depth}, width={width}")
-    return nn.ModuleList([nn.Linear(3 if i == 0 else width, width) for i in range(depth)])
-
-
-def run_tanh(layers: nn.ModuleList, head: nn.Linear, features: torch.Tensor) -> torch.Tensor:
-    """tanh MLP: features (B, 3) -> (B,)."""
-    h = features
-    for layer in layers:
-        h = torch.tanh(layer(h))
-    return head(h).squeeze(-1)
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(3 if i == 0 else width, width), nn.Tanh()]
+    return nn.Sequential(*layers, nn.Linear(width, 1))
 
 
 class EulerianPINN(nn.Module):
@@ -41,11 +36,10 @@ class EulerianPINN(nn.Module):
 
     def __init__(self, width: int = 50, depth: int = 4):
         super().__init__()
-        self.hidden = tanh_layers(width, depth)
-        self.head = nn.Linear(width, 1)
+        self.net = tanh_mlp(width, depth)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return run_tanh(self.hidden, self.head, periodic_features(x, t))
+        return self.net(periodic_features(x, t)).squeeze(-1)
 
 
 class LagrangianPINN(nn.Module):
@@ -75,15 +69,13 @@ class LagrangianPINN(nn.Module):
             raise ValueError(f"shared_weights needs x_depth <= u_depth, got {x_depth} > {u_depth}")
         self.speed_scale = float(speed_scale)
         self.shared_weights = shared_weights
-        self.u_hidden = tanh_layers(width, u_depth)
-        self.u_head = nn.Linear(width, 1)
-        if shared_weights:
-            self.x_hidden, self.x_head = self.u_hidden[:x_depth], self.u_head
-        else:
-            self.x_hidden, self.x_head = tanh_layers(width, x_depth), nn.Linear(width, 1)
+        self.u_net = tanh_mlp(width, u_depth)
+        # shared: the first x_depth (linear, tanh) pairs and the output layer of the u-branch
+        self.x_net = (nn.Sequential(*self.u_net[:2 * x_depth], self.u_net[-1]) if shared_weights
+                      else tanh_mlp(width, x_depth))
 
     def forward(self, xi: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = periodic_features(xi, t)
-        u = run_tanh(self.u_hidden, self.u_head, features)
-        x = xi + self.speed_scale * run_tanh(self.x_hidden, self.x_head, features)
+        u = self.u_net(features).squeeze(-1)
+        x = xi + self.speed_scale * self.x_net(features).squeeze(-1)
         return x, u

@@ -17,6 +17,8 @@ from flowsci_domains.lpinn.problems import Problem
 def derivative(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """dy/dx of pointwise maps y (B,) of x (B,), kept differentiable (zero where y does not
     depend on x)."""
+    if not y.requires_grad:  # y depends on no input that requires a gradient
+        return torch.zeros_like(x)
     return torch.autograd.grad(y, x, torch.ones_like(y), create_graph=True, allow_unused=True,
                                materialize_grads=True)[0]
 
@@ -30,7 +32,8 @@ def eulerian_residual(u_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     x = x.detach().requires_grad_(True)
     t = t.detach().requires_grad_(True)
     u = u_fn(x, t)
-    u_t, u_x = derivative(u, t), derivative(u, x)
+    u_t, u_x = torch.autograd.grad(u, (t, x), torch.ones_like(u), create_graph=True,  # one backward pass
+                                   allow_unused=True, materialize_grads=True)
     residual = u_t + problem.characteristic_speed(u) * u_x
     if problem.viscosity > 0:
         residual = residual - problem.viscosity * derivative(u_x, x)
@@ -49,7 +52,7 @@ def lagrangian_residuals(
 
     xi, t: (B,) labels and times. Returns (R_x, R_u, x, u), each (B,).
     """
-    xi = xi.detach().requires_grad_(True)
+    xi = xi.detach().requires_grad_(problem.viscosity > 0)  # ∂/∂ξ only enters the diffusion term
     t = t.detach().requires_grad_(True)
     x, u = fn(xi, t)
     r_x = derivative(x, t) - problem.characteristic_speed(u)
