@@ -66,8 +66,10 @@ class LBFGSConfig:
     """A quasi-Newton phase (torch.optim.LBFGS) after the first-order steps, as PINNs use.
 
     One training step is one L-BFGS iteration (up to ``max_eval`` loss evaluations with the
-    line search). The phase ends early when an iteration leaves the loss unchanged
-    (relative change <= ``tolerance_change``) or the gradient is below ``tolerance_grad``.
+    line search). An iteration that leaves the loss unchanged (relative change <=
+    ``tolerance_change``) restarts L-BFGS with its curvature history cleared; the phase ends
+    early when the iterations after a restart leave it unchanged too, or when the gradient is
+    below ``tolerance_grad``.
     """
 
     steps: int = 0                   # L-BFGS iterations after train.steps; 0: no L-BFGS phase

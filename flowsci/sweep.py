@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from flowsci.atomic import atomic_open, atomic_write_text
-from flowsci.config import SWEEP_KEY, TOP_KEYS, Config, _apply_override, _untyped, config_from_dict
+from flowsci.config import SWEEP_KEY, TOP_KEYS, Config, _apply_override, _untyped, config_from_dict, load_config
 from flowsci.errors import ConfigError
 from flowsci.metrics_log import read_metrics
 
@@ -215,6 +215,8 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, workers: in
     atomic_write_text(root / "sweep.yaml", yaml.safe_dump(
         {**sweep.base, SWEEP_KEY: {"grid": sweep.grid, "metrics": sweep.metrics, "target": sweep.target,
                                    "plot": sweep.plot}}, sort_keys=False))
+    for run in runs:
+        _check_not_stale(run, root / "runs" / run.name)
     todo = [(run, root / "runs" / run.name) for run in runs if not (root / "runs" / run.name / RESULT).is_file()]
     print(f"sweep {root}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to train "
           f"({workers} worker{'s' if workers > 1 else ''})", flush=True)
@@ -231,6 +233,16 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, workers: in
                 future.result()
     write_results(sweep, root, runs)
     return root
+
+
+def _check_not_stale(run: SweepRun, path: Path) -> None:
+    """A finished run is reused only if it was trained with the same config."""
+    saved = path / "config.yaml"
+    if not (path / RESULT).is_file() or not saved.is_file():
+        return
+    if load_config(saved).to_dict() != run.config.to_dict():
+        raise ConfigError(f"{path} was trained with another config than sweep run {run.name} has now "
+                          f"(compare {saved}); delete it or write the sweep elsewhere with --out")
 
 
 def _train_run(raw: dict[str, Any], source: str, name: str, values: dict[str, Any], path: str,

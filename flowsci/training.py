@@ -232,6 +232,9 @@ class Trainer:
         self.lbfgs: torch.optim.LBFGS | None = None  # built when the L-BFGS phase starts
         self.lbfgs_converged = False
         self.lbfgs_last_loss: float | None = None  # loss at the start of the last L-BFGS iteration
+        self.lbfgs_restarts = 0
+        self.lbfgs_since_restart = 0  # iterations since the phase started or the history was cleared
+        self.lbfgs_evaluations = 0  # loss evaluations before the last restart
         self.train_seconds = 0.0  # training wall-clock, without evaluation and checkpoints
         self.adam_metrics: dict[str, float] = {}
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(
@@ -274,6 +277,8 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None, "rng": rng,
             "lbfgs": self.lbfgs.state_dict() if self.lbfgs is not None else None,
             "lbfgs_converged": self.lbfgs_converged, "lbfgs_last_loss": self.lbfgs_last_loss,
+            "lbfgs_restarts": self.lbfgs_restarts, "lbfgs_since_restart": self.lbfgs_since_restart,
+            "lbfgs_evaluations": self.lbfgs_evaluations,
             "train_seconds": self.train_seconds,
             "adam_metrics": self.adam_metrics,
         }
@@ -322,6 +327,9 @@ class Trainer:
             self.lbfgs.load_state_dict(state["lbfgs"])
         self.lbfgs_converged = bool(state.get("lbfgs_converged", False))
         self.lbfgs_last_loss = state.get("lbfgs_last_loss")
+        self.lbfgs_restarts = int(state.get("lbfgs_restarts", 0))
+        self.lbfgs_since_restart = int(state.get("lbfgs_since_restart", 0))
+        self.lbfgs_evaluations = int(state.get("lbfgs_evaluations", 0))
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.adam_metrics = dict(state.get("adam_metrics", {}))
 
@@ -482,7 +490,12 @@ class Trainer:
             line_search_fn=None if lb.line_search == "none" else lb.line_search)
 
     def _lbfgs_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, float]]:
-        """One L-BFGS iteration on a fixed batch; sets ``lbfgs_converged`` when it made no progress.
+        """One L-BFGS iteration on a fixed batch.
+
+        An iteration that leaves the loss unchanged (a failed line search along a direction
+        built from stale curvature pairs) clears the curvature history, so that the next one
+        starts again from a steepest-descent step; ``lbfgs_converged`` is set when that
+        restart makes no progress either, or when the gradient is below ``tolerance_grad``.
 
         The closure returns the loss averaged over processes, so that every process takes the
         same line-search decisions (the gradients are averaged by DDP).
@@ -505,12 +518,21 @@ class Trainer:
             raise NonFiniteLossError(self.step + 1, loss, logs)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf")))  # norm only
         no_step = state.get("n_iter", 0) == iterations  # the gradient was below tolerance_grad
+        evaluations = self.lbfgs_evaluations + state.get("func_evals", 0)
         # the previous iteration left the loss unchanged
         stalled = (self.lbfgs_last_loss is not None
                    and abs(self.lbfgs_last_loss - loss) <= self.tc.lbfgs.tolerance_change * abs(loss))
-        self.lbfgs_converged = no_step or stalled
+        self.lbfgs_since_restart += 1
+        # stalled tells about the previous iteration: with since_restart == 1 it ran before the
+        # history was cleared (this one already ran after), with 2 it was the first one after.
+        self.lbfgs_converged = no_step or (stalled and self.lbfgs_since_restart == 2)
+        if stalled and self.lbfgs_since_restart > 2:
+            self.lbfgs_evaluations = evaluations
+            self.lbfgs.state.clear()
+            self.lbfgs_restarts += 1
+            self.lbfgs_since_restart = 0
         self.lbfgs_last_loss = loss
-        return loss, grad_norm, {**logs, "lbfgs_evaluations": float(state.get("func_evals", 0))}
+        return loss, grad_norm, {**logs, "lbfgs_evaluations": float(evaluations)}
 
     def _cost_metrics(self) -> dict[str, float]:
         """Training cost of the run and, after an L-BFGS phase, the metrics at its start."""
@@ -518,6 +540,7 @@ class Trainer:
         if self.tc.lbfgs.steps > 0:
             cost["lbfgs_iterations"] = float(max(0, self.step - self.tc.steps))
             cost["lbfgs_converged"] = float(self.lbfgs_converged)
+            cost["lbfgs_restarts"] = float(self.lbfgs_restarts)
             cost.update({f"adam_{k}": v for k, v in self.adam_metrics.items()})
         return cost
 

@@ -28,14 +28,18 @@ def config(*overrides: str, model=LPINN_TINY):
 
 
 @pytest.mark.parametrize("model", [LPINN_TINY, PINN_TINY], ids=["lpinn", "pinn"])
-def test_adam_then_lbfgs_lowers_the_error_and_reports_the_cost(tmp_path, model) -> None:
+def test_adam_then_lbfgs_lowers_the_loss_and_reports_the_cost(tmp_path, model) -> None:
     cfg = config("train.steps=30", "train.lbfgs.steps=15", "domain.beta=1", model=model)
     result = train(cfg, tmp_path / "run", progress=False)
     m = result.metrics
     assert m["lbfgs_iterations"] == result.step - 30 > 0
-    assert m["rel_l2"] < m["adam_rel_l2"]  # L-BFGS improves on the Adam phase
-    assert m["train_seconds"] > 0 and math.isfinite(m["linf"])
+    assert m["train_seconds"] > 0 and math.isfinite(m["linf"]) and math.isfinite(m["adam_rel_l2"])
     rows = read_metrics(result.run_dir / "metrics.csv")
+    loss = {s: v for s, p, n, v in rows if p == "train" and n == "loss"}
+    # the strong-Wolfe line search never accepts an increase; rel-L2 is not what L-BFGS minimises
+    # (on this 32 x 8 toy grid it can rise), the slow tier checks it at full scale
+    assert all(loss[s + 1] <= loss[s] for s in range(31, result.step))
+    assert loss[result.step] < 0.9 * loss[31]
     evaluations = [v for s, p, n, v in rows if n == "lbfgs_evaluations"]
     assert evaluations and evaluations[-1] >= m["lbfgs_iterations"]  # line search: >= 1 evaluation each
     assert any(s == 30 and p == "eval" and n == "rel_l2" for s, p, n, v in rows)  # end of Adam
@@ -56,13 +60,33 @@ def test_resume_inside_the_lbfgs_phase_is_bit_for_bit(tmp_path) -> None:
 
 
 def test_lbfgs_stops_when_the_loss_stalls_and_the_run_cannot_continue(tmp_path) -> None:
-    # a relative tolerance of 1 counts any iteration that does not double the loss as stalled
+    # a relative tolerance of 1 counts any iteration that does not double the loss as stalled:
+    # iteration 1 (a steepest-descent step, no curvature history yet) is found stalled at the
+    # second call, which ends the phase without a restart
     cfg = config("train.steps=5", "train.lbfgs.steps=50", "train.lbfgs.tolerance_change=1.0")
     result = train(cfg, tmp_path / "run", progress=False)
     assert result.metrics["lbfgs_converged"] == 1.0 and result.step == 7
+    assert result.metrics["lbfgs_restarts"] == 0
     with pytest.raises(RunError, match="converged"):
         train(config("train.steps=5", "train.lbfgs.steps=60", "train.lbfgs.tolerance_change=1.0"),
               tmp_path / "run", resume=True, progress=False)
+
+
+def test_a_stalled_lbfgs_restarts_with_a_cleared_history_and_resumes_bit_for_bit(tmp_path) -> None:
+    # relative tolerance 0.3: an iteration that lowers the loss by less than 30 % counts as stalled
+    lbfgs = ("train.steps=5", "train.lbfgs.tolerance_change=0.3", "train.eval_every=0")
+    straight = train(config(*lbfgs, "train.lbfgs.steps=50"), tmp_path / "a", progress=False)
+    m = straight.metrics
+    assert m["lbfgs_restarts"] >= 1 and m["lbfgs_converged"] == 1.0 and m["lbfgs_iterations"] > 3
+    loss = [v for s, p, n, v in read_metrics(straight.run_dir / "metrics.csv") if p == "train" and n == "loss"]
+    assert loss[-1] < 0.5 * loss[5 + 3]  # iterations after the first restart kept lowering the loss
+    train(config(*lbfgs, "train.lbfgs.steps=4"), tmp_path / "b", progress=False)  # stops after a restart
+    resumed = train(config(*lbfgs, "train.lbfgs.steps=50"), tmp_path / "b", resume=True, progress=False)
+    assert resumed.step == straight.step and resumed.metrics["lbfgs_restarts"] == m["lbfgs_restarts"]
+    a = load_checkpoint(list_checkpoints(straight.run_dir / "checkpoints")[-1][1])
+    b = load_checkpoint(list_checkpoints(resumed.run_dir / "checkpoints")[-1][1])
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
 
 
 def test_reference_file_is_written_once_and_reused(tmp_path) -> None:

@@ -113,6 +113,15 @@ def test_shared_weights_variant_shares_layers() -> None:
         LagrangianPINN(u_depth=2, x_depth=3, shared_weights=True)
 
 
+def test_exact_labels_make_the_initial_position_the_label_for_any_weights() -> None:
+    torch.manual_seed(0)
+    xi, zero = torch.rand(64) * 2 * math.pi, torch.zeros(64)
+    exact = LagrangianPINN(width=16, u_depth=2, x_depth=2, speed_scale=30.0)
+    soft = LagrangianPINN(width=16, u_depth=2, x_depth=2, speed_scale=30.0, exact_labels=False)
+    assert torch.equal(exact(xi, zero)[0], xi)
+    assert (soft(xi, zero)[0] - xi).abs().max() > 1e-3  # left to the initial-condition loss
+
+
 def test_lagrangian_to_eulerian_recovers_the_convected_wave() -> None:
     beta, n = 30.0, 512
     labels, t = np.arange(n) * 2 * np.pi / n, np.linspace(0, 1, 9)

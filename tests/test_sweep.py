@@ -99,9 +99,12 @@ def test_run_sweep_writes_one_table_and_plot_and_skips_finished_runs(tmp_path, c
     capsys.readouterr()
     run_sweep(sweep, root, progress=False)
     assert "4 done, 0 to train" in capsys.readouterr().out
+    changed = sweep_from_dict(sweep_dict(), ["train.lr=0.02"])
+    with pytest.raises(ConfigError, match="trained with another config.*--out"):
+        run_sweep(changed, root, progress=False)
 
 
 def test_cli_lists_the_runs_of_the_lpinn_sweep() -> None:
     out = subprocess.run([FLOWSCI, "sweep", str(REPO / "domains" / "lpinn.yaml"), "--list"],
                          capture_output=True, text=True, env=subprocess_env(), check=True).stdout.split()
-    assert len(out) == 2 * 7 * 3 and "seed=0_beta=30_method=lpinn" in out
+    assert len(out) == 2 * 7 * 2 and "seed=0_beta=30_method=lpinn" in out

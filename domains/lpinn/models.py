@@ -46,10 +46,13 @@ class LagrangianPINN(nn.Module):
     """The LPINN: a u-branch u(ξ, t) and an x-branch for the characteristic x(ξ, t).
 
     Both branches are tanh MLPs on (cos ξ, sin ξ, t). The x-branch predicts the displacement
-    in units of ``speed_scale``: x(ξ, t) = ξ + speed_scale · N_x(ξ, t). A periodic input cannot
+    in units of ``speed_scale`` s: x(ξ, t) = ξ + s · t · N_x(ξ, t). A periodic input cannot
     represent x itself (x(ξ, 0) = ξ jumps by 2π across ξ = 0), while the displacement is periodic
-    in ξ; the scale makes it O(t) whatever the convection speed. ``speed_scale = 1`` is the
-    paper's raw units.
+    in ξ; the scale makes it O(t) whatever the convection speed (``speed_scale = 1`` is the
+    paper's raw units). The factor t makes x(ξ, 0) = ξ hold by construction: the label ξ *is*
+    the position at t = 0, a definition rather than a condition to learn.
+    ``exact_labels = False`` drops the factor (x = ξ + s · N_x), the paper's soft version
+    that leaves x(ξ, 0) = ξ to the initial-condition loss.
 
     ``shared_weights`` is the variant of the authors' code: the x-branch reuses the first
     ``x_depth`` hidden layers and the output layer of the u-branch. The paper describes two
@@ -61,7 +64,7 @@ class LagrangianPINN(nn.Module):
     formulation = "lagrangian"
 
     def __init__(self, width: int = 50, u_depth: int = 4, x_depth: int = 2, speed_scale: float = 1.0,
-                 shared_weights: bool = False):
+                 shared_weights: bool = False, exact_labels: bool = True):
         super().__init__()
         if speed_scale <= 0:
             raise ValueError(f"speed_scale must be > 0, got {speed_scale}")
@@ -69,6 +72,7 @@ class LagrangianPINN(nn.Module):
             raise ValueError(f"shared_weights needs x_depth <= u_depth, got {x_depth} > {u_depth}")
         self.speed_scale = float(speed_scale)
         self.shared_weights = shared_weights
+        self.exact_labels = exact_labels
         self.u_net = tanh_mlp(width, u_depth)
         # shared: the first x_depth (linear, tanh) pairs and the output layer of the u-branch
         self.x_net = (nn.Sequential(*self.u_net[:2 * x_depth], self.u_net[-1]) if shared_weights
@@ -77,5 +81,6 @@ class LagrangianPINN(nn.Module):
     def forward(self, xi: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = periodic_features(xi, t)
         u = self.u_net(features).squeeze(-1)
-        x = xi + self.speed_scale * self.x_net(features).squeeze(-1)
+        displacement = self.speed_scale * self.x_net(features).squeeze(-1)
+        x = xi + (t * displacement if self.exact_labels else displacement)
         return x, u
