@@ -496,6 +496,8 @@ class Trainer:
         built from stale curvature pairs) clears the curvature history, so that the next one
         starts again from a steepest-descent step; ``lbfgs_converged`` is set when that
         restart makes no progress either, or when the gradient is below ``tolerance_grad``.
+        An iteration whose line search left the parameters non-finite (e.g. a trial point where
+        the loss divides by zero) is undone and treated the same way.
 
         The closure returns the loss averaged over processes, so that every process takes the
         same line-search decisions (the gradients are averaged by DDP).
@@ -511,11 +513,18 @@ class Trainer:
             logs.update(step_logs)
             return self.ctx.mean(loss.detach())
 
-        state = self.lbfgs.state[self.lbfgs.param_groups[0]["params"][0]]
+        params = self.lbfgs.param_groups[0]["params"]
+        state = self.lbfgs.state[params[0]]
         iterations = state.get("n_iter", 0)
+        start = [p.detach().clone() for p in params]
         loss = float(self.lbfgs.step(closure))  # the loss where this iteration started
         if not math.isfinite(loss):
             raise NonFiniteLossError(self.step + 1, loss, logs)
+        diverged = not all(bool(torch.isfinite(p).all()) for p in params)
+        if diverged:
+            with torch.no_grad():
+                for p, value in zip(params, start):
+                    p.copy_(value)
         grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf")))  # norm only
         no_step = state.get("n_iter", 0) == iterations  # the gradient was below tolerance_grad
         evaluations = self.lbfgs_evaluations + state.get("func_evals", 0)
@@ -525,8 +534,10 @@ class Trainer:
         self.lbfgs_since_restart += 1
         # stalled tells about the previous iteration: with since_restart == 1 it ran before the
         # history was cleared (this one already ran after), with 2 it was the first one after.
-        self.lbfgs_converged = no_step or (stalled and self.lbfgs_since_restart == 2)
-        if stalled and self.lbfgs_since_restart > 2:
+        # diverged tells about this one (first after the clear with since_restart == 1).
+        self.lbfgs_converged = (no_step or (stalled and self.lbfgs_since_restart == 2)
+                                or (diverged and self.lbfgs_since_restart == 1))
+        if not self.lbfgs_converged and (diverged or (stalled and self.lbfgs_since_restart > 2)):
             self.lbfgs_evaluations = evaluations
             self.lbfgs.state.clear()
             self.lbfgs_restarts += 1

@@ -89,6 +89,26 @@ def test_a_stalled_lbfgs_restarts_with_a_cleared_history_and_resumes_bit_for_bit
         assert torch.equal(a["model"][key], b["model"][key]), key
 
 
+def test_an_lbfgs_iteration_that_leaves_the_parameters_non_finite_is_undone(tmp_path, monkeypatch) -> None:
+    # e.g. a line-search trial point where the Burgers chain rule divides by x_xi = 0
+    original, calls = torch.optim.LBFGS.step, []
+
+    def step_then_break(self, closure):
+        loss = original(self, closure)
+        calls.append(1)
+        if len(calls) == 3:
+            next(iter(self.param_groups[0]["params"])).data.fill_(float("nan"))
+        return loss
+
+    monkeypatch.setattr(torch.optim.LBFGS, "step", step_then_break)
+    result = train(config("train.steps=5", "train.lbfgs.steps=8", "train.eval_every=0"), tmp_path / "run",
+                   progress=False)
+    m = result.metrics
+    assert len(calls) == 8 and m["lbfgs_restarts"] >= 1 and math.isfinite(m["rel_l2"])
+    state = load_checkpoint(list_checkpoints(result.run_dir / "checkpoints")[-1][1])
+    assert all(bool(torch.isfinite(v).all()) for v in state["model"].values())
+
+
 def test_reference_file_is_written_once_and_reused(tmp_path) -> None:
     from flowsci.plugins import get_domain
 
