@@ -5,6 +5,7 @@
 #   make backbones   set up, fetch 50 proteins from PyPI (MDAnalysisTests) and train SE(3)^N frames
 #   make population  set up and train Meta Flow Matching on the letters (held-out X and Y)
 #   make lpinn       set up and run the PINN vs LPINN convection sweep (beta 1..80, two seeds)
+#   make kinetic     set up and fit the learned 2-D closure of the kinetic theory (a priori, ~30 s)
 #   make test        set up and run the default test tier
 PYTHON ?= python3
 VENV   ?= .venv
@@ -12,8 +13,8 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.flowsci-installed
 
-.PHONY: install demo turbulence rotations backbones population lpinn test test-slow bench-deps bench bench-turbulence \
-	bench-rotations bench-population clean
+.PHONY: install demo turbulence rotations backbones population lpinn kinetic test test-slow bench-deps bench bench-turbulence \
+	bench-rotations bench-population bench-lpinn clean
 
 install: $(STAMP)
 
@@ -41,6 +42,9 @@ population: install
 lpinn: install
 	$(BIN)/flowsci sweep domains/lpinn.yaml --workers 2
 
+kinetic: install
+	$(BIN)/flowsci train domains/kinetic.yaml
+
 test: install
 	$(BIN)/python -m pytest -q
 
@@ -65,6 +69,9 @@ bench-rotations: install
 
 bench-population: install
 	$(BIN)/python bench/population.py
+
+bench-lpinn: bench-deps
+	$(BIN)/python bench/lpinn.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -94,15 +94,46 @@ def split_trajectories(arrays: Arrays, n_train: int) -> tuple[dict[str, np.ndarr
             {name: value[n_train:] for name, value in arrays.items()})
 
 
+def closure_term_scales(arrays: Arrays) -> dict[str, torch.Tensor]:
+    """{"SE": mean ‖S:E‖²_F, "SD": mean ‖S:D‖²_F} over all snapshots of ``arrays`` (SE, SD:
+    (..., d, d)), float64 scalars: the normalisers of :func:`closure_loss`."""
+    data = _flat(arrays, ("SE", "SD"))
+    scales = {name: (x**2).sum((-2, -1)).mean() for name, x in data.items()}
+    for name, scale in scales.items():
+        if scale == 0:
+            raise ValueError(f"{name} is zero in every snapshot: its relative error is undefined")
+    return scales
+
+
+def closure_loss(closure: Closure, batch: Mapping[str, torch.Tensor], scales: Mapping[str, torch.Tensor]
+                 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The fitting loss Σ_b‖ΔSE_b‖² / (B·scales["SE"]) + Σ_b‖ΔSD_b‖² / (B·scales["SD"]) over a batch
+    (D, E, SE, SD: (B, d, d)): with the scales of :func:`closure_term_scales` over a data set, the
+    sum of the squared relative errors of the two closure terms. The batch is cast to the
+    closure's dtype and device. Returns (loss, {"SE": term, "SD": term}), scalars with gradients."""
+    missing = [name for name in FIELDS if not isinstance(batch.get(name), torch.Tensor)]
+    if missing:
+        raise ValueError(f"batch lacks tensors {missing}; it needs {list(FIELDS)}, got {sorted(batch)}")
+    shapes = {name: tuple(batch[name].shape) for name in FIELDS}
+    if len(set(shapes.values())) != 1:
+        raise ValueError(f"batch tensors {list(FIELDS)} must share one shape (B, d, d), got {shapes}")
+    dtype, device = _work_dtype(closure)
+    data = {name: batch[name].to(dtype=dtype, device=device) for name in FIELDS}
+    SE, SD = closure(data["D"], data["E"])
+    terms = {name: ((pred - data[name]) ** 2).sum((-2, -1)).mean() / scales[name].to(dtype=dtype, device=device)
+             for name, pred in (("SE", SE), ("SD", SD))}
+    return terms["SE"] + terms["SD"], terms
+
+
 def fit_closure(closure: Closure, train_arrays: Arrays, steps: int, lr: float, batch_size: int,
                 seed: int) -> list[float]:
     """Fit a learned closure in float64 with Adam (cosine-decayed learning rate from ``lr`` to 0).
 
     The closure is converted to float64 in place and left in eval mode. Each step draws
     ``batch_size`` snapshots (with replacement, from a generator seeded by ``seed``) of
-    ``train_arrays`` (D, E, SE, SD: (..., d, d)) and minimises
-    Σ‖ΔSE‖² / Σ‖SE‖² + Σ‖ΔSD‖² / Σ‖SD‖², batch sums over training-set sums (scaled to the batch
-    size): the sum of the squared relative errors of the two closure terms.
+    ``train_arrays`` (D, E, SE, SD: (..., d, d)) and minimises :func:`closure_loss` with the
+    training-set scales: Σ‖ΔSE‖² / Σ‖SE‖² + Σ‖ΔSD‖² / Σ‖SD‖², batch sums over training-set sums
+    (scaled to the batch size), the sum of the squared relative errors of the two closure terms.
     Returns the loss of every step (steps,).
     """
     for name, value, valid in (("steps", steps, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
@@ -116,10 +147,10 @@ def fit_closure(closure: Closure, train_arrays: Arrays, steps: int, lr: float, b
     closure.to(torch.float64)
     device = parameters[0].device
     data = {name: x.to(device) for name, x in _flat(train_arrays).items()}
-    scales = {name: (data[name] ** 2).sum((-2, -1)).mean() for name in ("SE", "SD")}
-    for name, scale in scales.items():
-        if scale == 0:
-            raise ValueError(f"train_arrays[{name!r}] is zero everywhere: nothing to fit")
+    try:
+        scales = closure_term_scales(data)
+    except ValueError as error:
+        raise ValueError(f"train_arrays: {error}; nothing to fit") from None
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.Adam(parameters, lr=lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
@@ -127,9 +158,7 @@ def fit_closure(closure: Closure, train_arrays: Arrays, steps: int, lr: float, b
     losses = []
     for _ in range(steps):
         index = torch.randint(len(data["D"]), (batch_size,), generator=generator).to(device)
-        SE, SD = closure(data["D"][index], data["E"][index])
-        loss = sum(((pred - data[name][index]) ** 2).sum((-2, -1)).mean() / scales[name]
-                   for name, pred in (("SE", SE), ("SD", SD)))
+        loss, _ = closure_loss(closure, {name: x[index] for name, x in data.items()}, scales)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
