@@ -109,6 +109,17 @@ def test_an_lbfgs_iteration_that_leaves_the_parameters_non_finite_is_undone(tmp_
     assert all(bool(torch.isfinite(v).all()) for v in state["model"].values())
 
 
+@pytest.mark.parametrize("model", [LPINN_TINY, PINN_TINY], ids=["lpinn", "pinn"])
+def test_burgers_models_start_from_the_offset_of_u0(model) -> None:
+    from flowsci.plugins import get_domain
+
+    domain = get_domain("lpinn")
+    burgers = domain.build_model(config("domain.equation=burgers", "domain.offset=50", model=model))
+    convection = domain.build_model(config("domain.offset=50", model=model))  # C is Burgers' only
+    assert burgers.u_offset == 50.0 and convection.u_offset == 0.0
+    assert getattr(burgers, "speed_scale", 51.0) == 51.0
+
+
 def test_reference_file_is_written_once_and_reused(tmp_path) -> None:
     from flowsci.plugins import get_domain
 

@@ -115,10 +115,14 @@ class LPINN(DomainBase):
 
     def build_model(self, cfg: Config) -> torch.nn.Module:
         """The registered model; the LPINN's ``speed_scale`` defaults to the problem's
-        characteristic speed (|β|, or max |u₀| for Burgers)."""
+        characteristic speed (|β|, or max |u₀| for Burgers) and ``u_offset`` to the C of u₀."""
         params = dict(cfg.model.params)
-        if "speed_scale" in model_parameters(cfg.model.name) and "speed_scale" not in params:
-            params["speed_scale"] = cfg.settings.problem.speed_scale
+        accepted = model_parameters(cfg.model.name)
+        problem = cfg.settings.problem
+        if "speed_scale" in accepted and "speed_scale" not in params:
+            params["speed_scale"] = problem.speed_scale
+        if "u_offset" in accepted and "u_offset" not in params:
+            params["u_offset"] = problem.offset if problem.equation == "burgers" else 0.0
         model = build_model(cfg.model.name, params)
         if getattr(model, "formulation", None) not in ("eulerian", "lagrangian"):
             raise ValueError(f"model '{cfg.model.name}' is not a PINN of this domain: its class needs "

@@ -30,16 +30,21 @@ def tanh_mlp(width: int, depth: int) -> nn.Sequential:
 
 
 class EulerianPINN(nn.Module):
-    """u(x, t): a tanh MLP on (cos x, sin x, t). x, t (B,) -> u (B,)."""
+    """u(x, t) = u_offset + a tanh MLP on (cos x, sin x, t). x, t (B,) -> u (B,).
+
+    ``u_offset`` is an output shift (the constant C of u₀ = sin x + C): Adam moves an output
+    bias by about lr per step, too slowly to reach C = 50 within a PINN's budget.
+    """
 
     formulation = "eulerian"
 
-    def __init__(self, width: int = 50, depth: int = 4):
+    def __init__(self, width: int = 50, depth: int = 4, u_offset: float = 0.0):
         super().__init__()
         self.net = tanh_mlp(width, depth)
+        self.u_offset = float(u_offset)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        return self.net(periodic_features(x, t)).squeeze(-1)
+        return self.u_offset + self.net(periodic_features(x, t)).squeeze(-1)
 
 
 class LagrangianPINN(nn.Module):
@@ -54,6 +59,8 @@ class LagrangianPINN(nn.Module):
     ``exact_labels = False`` drops the factor (x = ξ + s · N_x), the paper's soft version
     that leaves x(ξ, 0) = ξ to the initial-condition loss.
 
+    ``u_offset`` shifts the u-branch's output, as for :class:`EulerianPINN`.
+
     ``shared_weights`` is the variant of the authors' code: the x-branch reuses the first
     ``x_depth`` hidden layers and the output layer of the u-branch. The paper describes two
     independent networks (the default).
@@ -64,7 +71,7 @@ class LagrangianPINN(nn.Module):
     formulation = "lagrangian"
 
     def __init__(self, width: int = 50, u_depth: int = 4, x_depth: int = 2, speed_scale: float = 1.0,
-                 shared_weights: bool = False, exact_labels: bool = True):
+                 shared_weights: bool = False, exact_labels: bool = True, u_offset: float = 0.0):
         super().__init__()
         if speed_scale <= 0:
             raise ValueError(f"speed_scale must be > 0, got {speed_scale}")
@@ -73,6 +80,7 @@ class LagrangianPINN(nn.Module):
         self.speed_scale = float(speed_scale)
         self.shared_weights = shared_weights
         self.exact_labels = exact_labels
+        self.u_offset = float(u_offset)
         self.u_net = tanh_mlp(width, u_depth)
         # shared: the first x_depth (linear, tanh) pairs and the output layer of the u-branch
         self.x_net = (nn.Sequential(*self.u_net[:2 * x_depth], self.u_net[-1]) if shared_weights
@@ -80,7 +88,7 @@ class LagrangianPINN(nn.Module):
 
     def forward(self, xi: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = periodic_features(xi, t)
-        u = self.u_net(features).squeeze(-1)
+        u = self.u_offset + self.u_net(features).squeeze(-1)
         displacement = self.speed_scale * self.x_net(features).squeeze(-1)
         x = xi + (t * displacement if self.exact_labels else displacement)
         return x, u
