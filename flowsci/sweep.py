@@ -33,6 +33,8 @@ import json
 import math
 import multiprocessing
 import os
+import signal
+import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -226,13 +228,22 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, workers: in
                        sweep.target, progress)
     else:
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context) as pool:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
             futures = [pool.submit(_train_run, run.config.to_dict(), run.config.source, run.name, run.values,
                                    str(path), sweep.target, False) for run, path in todo]
             for future in concurrent.futures.as_completed(futures):
                 future.result()
     write_results(sweep, root, runs)
     return root
+
+
+def _die_with_parent() -> None:
+    """Worker initializer: on Linux, ask the kernel to end this worker when the sweep process
+    dies (killing ``flowsci sweep`` would otherwise leave its workers training). A no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
 
 
 def _check_not_stale(run: SweepRun, path: Path) -> None:

@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -108,3 +113,39 @@ def test_cli_lists_the_runs_of_the_lpinn_sweep() -> None:
     out = subprocess.run([FLOWSCI, "sweep", str(REPO / "domains" / "lpinn.yaml"), "--list"],
                          capture_output=True, text=True, env=subprocess_env(), check=True).stdout.split()
     assert len(out) == 2 * 7 * 2 and "seed=0_beta=30_method=lpinn" in out
+
+
+def _children(pid: int) -> set[int]:
+    """Processes whose parent is ``pid`` (from /proc)."""
+    out = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.add(int(stat.parent.name))
+    return out
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_killing_the_sweep_ends_its_workers(tmp_path) -> None:
+    long = {**BASE, "train": {**BASE["train"], "steps": 1_000_000, "eval_every": 0, "checkpoint_every": 0}}
+    path = tmp_path / "long.yaml"
+    path.write_text(yaml.safe_dump({**long, "sweep": {"grid": {"domain.beta": [1, 2]}}}))
+    sweep = subprocess.Popen([FLOWSCI, "sweep", str(path), "--workers", "2", "--out", str(tmp_path / "out")],
+                             env=subprocess_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "out" / "runs").glob("*/metrics.csv"))) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    workers = _children(sweep.pid)
+    assert len(list((tmp_path / "out" / "runs").glob("*/metrics.csv"))) == 2 and workers
+    sweep.send_signal(signal.SIGTERM)
+    sweep.wait(timeout=30)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    alive = [pid for pid in workers if Path(f"/proc/{pid}").exists()]
+    for pid in alive:  # do not leave them running if the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not alive
