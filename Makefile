@@ -14,7 +14,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraint
 STAMP  := $(VENV)/.flowsci-installed
 
 .PHONY: install demo turbulence rotations backbones population lpinn kinetic test test-slow bench-deps bench bench-turbulence \
-	bench-rotations bench-population bench-lpinn clean
+	bench-rotations bench-population bench-lpinn bench-kinetic clean
 
 install: $(STAMP)
 
@@ -72,6 +72,9 @@ bench-population: install
 
 bench-lpinn: bench-deps
 	$(BIN)/python bench/lpinn.py
+
+bench-kinetic: install
+	$(BIN)/python bench/kinetic.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -196,6 +196,20 @@ def test_trace_identities(closure_cls: type, d: int) -> None:
             assert (S - S.permute(0, *(1 + p for p in perm))).abs().max() < 1e-14
 
 
+def test_bingham_2d_keeps_the_trace_identity_for_slightly_indefinite_D() -> None:
+    """λ₂ < 0 within tol (m2 > 1, as a truncated spectrum makes it): S gets m4 = 1 of perfect
+    alignment and still S_iikl = D_kl, and it is continuous across m2 = 1."""
+    angle = 0.4
+    R = torch.tensor([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]], dtype=DT)
+    lowest = torch.tensor([-0.03, -1e-9, 0.0, 1e-9], dtype=DT)
+    D = R @ torch.diag_embed(torch.stack([1.2 - lowest, lowest], -1)) @ R.T
+    S = BinghamClosure2D(tol=0.05).fourth_moment(D)
+    assert (torch.einsum("...iikl->...kl", S) - D).abs().max() < 1e-14
+    assert (S[1:] - S[2]).abs().max() < 1e-8
+    with pytest.raises(ValueError, match="positive semi-definite"):
+        BinghamClosure2D().fourth_moment(D)
+
+
 @pytest.mark.parametrize("closure_cls, d", CASES)
 def test_rotation_equivariance(closure_cls: type, d: int) -> None:
     """(R D Rᵀ, R E Rᵀ) -> (R SE Rᵀ, R SD Rᵀ) for orthogonal R, reflections included."""

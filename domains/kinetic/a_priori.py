@@ -13,11 +13,12 @@ output of :func:`orientation.generate_dataset`, (n_trajectories, T, d, d).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
+from tqdm import tqdm
 
 from flowsci_domains.kinetic.closures import Closure
 
@@ -125,9 +126,38 @@ def closure_loss(closure: Closure, batch: Mapping[str, torch.Tensor], scales: Ma
     return terms["SE"] + terms["SD"], terms
 
 
+def minimise(closure: Closure, batch_loss: Callable[[torch.Generator], torch.Tensor], steps: int, lr: float,
+             seed: int, progress: bool = False, desc: str = "fitting") -> list[float]:
+    """Adam on the closure's trainable parameters, the learning rate cosine-decayed from ``lr`` to
+    0 over ``steps``; each step minimises ``batch_loss(generator)`` (a scalar; the generator,
+    seeded by ``seed``, draws the batch). The closure is left in eval mode. Returns the losses."""
+    for name, value, valid in (("steps", steps, 1), ("seed", seed, 0)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < valid:
+            raise ValueError(f"{name} must be an integer >= {valid}, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
+    parameters = [p for p in closure.parameters() if p.requires_grad]
+    if not parameters:
+        raise ValueError(f"closure {type(closure).__name__} has no trainable parameters to fit")
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.Adam(parameters, lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
+    closure.train()
+    losses = []
+    for _ in tqdm(range(steps), desc=desc, unit="step", disable=not progress):
+        loss = batch_loss(generator)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+    closure.eval()
+    return losses
+
+
 def fit_closure(closure: Closure, train_arrays: Arrays, steps: int, lr: float, batch_size: int,
                 seed: int) -> list[float]:
-    """Fit a learned closure in float64 with Adam (cosine-decayed learning rate from ``lr`` to 0).
+    """Fit a learned closure in float64 with :func:`minimise` (Adam, cosine-decayed ``lr``).
 
     The closure is converted to float64 in place and left in eval mode. Each step draws
     ``batch_size`` snapshots (with replacement, from a generator seeded by ``seed``) of
@@ -136,36 +166,23 @@ def fit_closure(closure: Closure, train_arrays: Arrays, steps: int, lr: float, b
     (scaled to the batch size), the sum of the squared relative errors of the two closure terms.
     Returns the loss of every step (steps,).
     """
-    for name, value, valid in (("steps", steps, 1), ("batch_size", batch_size, 1), ("seed", seed, 0)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < valid:
-            raise ValueError(f"{name} must be an integer >= {valid}, got {value!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
-        raise ValueError(f"lr must be a finite number > 0, got {lr!r}")
-    parameters = [p for p in closure.parameters() if p.requires_grad]
-    if not parameters:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if not any(p.requires_grad for p in closure.parameters()):
         raise ValueError(f"closure {type(closure).__name__} has no trainable parameters to fit")
     closure.to(torch.float64)
-    device = parameters[0].device
+    device = next(closure.parameters()).device
     data = {name: x.to(device) for name, x in _flat(train_arrays).items()}
     try:
         scales = closure_term_scales(data)
     except ValueError as error:
         raise ValueError(f"train_arrays: {error}; nothing to fit") from None
-    generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.Adam(parameters, lr=lr)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    closure.train()
-    losses = []
-    for _ in range(steps):
+
+    def batch_loss(generator: torch.Generator) -> torch.Tensor:
         index = torch.randint(len(data["D"]), (batch_size,), generator=generator).to(device)
-        loss, _ = closure_loss(closure, {name: x[index] for name, x in data.items()}, scales)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-        schedule.step()
-        losses.append(float(loss.detach()))
-    closure.eval()
-    return losses
+        return closure_loss(closure, {name: x[index] for name, x in data.items()}, scales)[0]
+
+    return minimise(closure, batch_loss, steps, lr, seed)
 
 
 def parity_figure(closures: Mapping[str, Closure], arrays: Arrays, max_points: int = 2000,

@@ -192,7 +192,12 @@ class QuadraticClosure(Closure):
 
 
 class BinghamClosure2D(Closure):
-    """The exact 2-D Bingham closure (d = 2). Not differentiable in D (gradients flow to E only)."""
+    """The exact 2-D Bingham closure (d = 2). Not differentiable in D (gradients flow to E only).
+
+    A D that is slightly indefinite (λ₂ down to −``tol``·c, so m2 = (λ₁ − λ₂)/c > 1, as a truncated
+    spectrum makes it in a strongly aligned field) gets the fourth harmonic of perfect alignment,
+    m4 = 1, with S still built on D itself, so that the trace identity S_iikl = D_kl holds for it
+    too (g = m4/m2² below uses the true m2)."""
 
     dims = (2,)
     differentiable_in_D = False
@@ -202,10 +207,11 @@ class BinghamClosure2D(Closure):
         D = 0.5 * (D + D.transpose(-1, -2))
         eye = torch.eye(2, dtype=D.dtype, device=D.device).expand_as(D)
         Q = D - 0.5 * c[..., None, None] * eye
-        m2 = (2 * torch.hypot(Q[..., 0, 0], Q[..., 0, 1]) / c).clamp(max=1.0)  # (λ1 − λ2)/c
-        m4, g = bingham_ratios_2d(m2.cpu().numpy())
+        m2 = 2 * torch.hypot(Q[..., 0, 0], Q[..., 0, 1]) / c                      # (λ1 − λ2)/c
+        realizable = m2.clamp(max=1.0)
+        m4, g = bingham_ratios_2d(realizable.cpu().numpy())
         m4 = torch.as_tensor(m4, dtype=D.dtype, device=D.device)
-        g = torch.as_tensor(g, dtype=D.dtype, device=D.device)
+        g = torch.as_tensor(g, dtype=D.dtype, device=D.device) * torch.where(m2 > 1, m2, 1.0) ** -2
         expand = (...,) + (None,) * 4
         return ((c * (3 - m4) / 24)[expand] * pairings(eye, eye)
                 + (pairings(eye, Q) + pairings(Q, eye)) / 6
