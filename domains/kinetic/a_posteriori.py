@@ -16,9 +16,9 @@ reference closure gives the targets D₁ … D_K of K steps, and the learned clo
 
 the squared error of the unrolled D relative to the change the reference makes over those steps
 (so L = 1 for a closure that leaves D unchanged). Each start state's velocity is the fixed point
-of the learned closure, computed without gradients (the gradient flows through the K steps,
-each of which evaluates the closure once; differentiating the fixed point too would cost ~15
-more closure evaluations per start for a term of order dt of the loss).
+of the learned closure, computed without gradients: the gradient flows through the K steps,
+each of which evaluates the closure once (differentiating the fixed point too would add the ~15
+closure evaluations of its iteration to every start's graph).
 """
 
 from __future__ import annotations
