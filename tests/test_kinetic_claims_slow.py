@@ -1,5 +1,5 @@
 """Slow tier: the kinetic-closure paper's claims at CPU scale (sciml_anchors §B.3.4–5), through
-``bench/kinetic.py`` (about 25 min on one thread): a priori, the learned closures are at least as
+``bench/kinetic.py`` (about 20 min on one thread): a priori, the learned closures are at least as
 accurate as Bingham's and both far better than the quadratic closure; a posteriori, in the 64²
 active suspension, the fine-tuned learned closure runs 10⁴ steps and matches the Bingham run's
 mean speed and order parameter to 10 % and its spectrum to a factor 1.5 for k < k_max/3 (time
