@@ -57,6 +57,13 @@ def test_generated_file_holds_the_split_trajectories_and_every_generator_paramet
     np.testing.assert_array_equal(data.train.tensors["next"][11, 0].numpy(), train_w[1, 1].numpy())
 
 
+def test_another_split_names_another_file():
+    """make_data writes the split into the file, so a file of another split must not be reused."""
+    domain = get_domain("turbulence")
+    paths = {domain.data_path(tiny(*split)) for split in ([], ["data.n_val=2"], ["data.n_test=2"])}
+    assert len(paths) == 3
+
+
 def test_normalisation_is_fitted_on_the_training_split_and_travels_with_the_checkpoint(one_step_run):
     cfg = tiny()
     with h5py.File(get_domain("turbulence").data_path(cfg)) as f:

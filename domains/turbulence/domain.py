@@ -147,9 +147,10 @@ class Turbulence(DomainBase):
     def data_path(self, cfg: Config) -> Path:
         if cfg.data.path:
             return Path(cfg.data.path)
-        params = cfg.data.generator_parameters()
-        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
         d = cfg.data
+        # the split is part of the file (make_data writes train / val / test), so it is hashed too
+        params = {**d.generator_parameters(), "n_val": d.n_val, "n_test": d.n_test}
+        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
         return (default_data_dir() / "turbulence" / f"{self.file_prefix}_{d.n_dns}to{d.n_les}_"
                 f"{d.n_trajectories}x{d.n_snapshots}_seed{d.seed}_{digest}.h5")
 
