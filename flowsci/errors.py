@@ -30,6 +30,10 @@ class RunError(UserError):
     """A run directory is missing or inconsistent."""
 
 
+class SweepRunsFailed(UserError):
+    """Some runs of a sweep raised; the others were trained and their results written."""
+
+
 class NonFiniteLossError(RuntimeError):
     """Training produced a NaN or infinite loss."""
 

@@ -35,6 +35,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -43,7 +44,7 @@ import yaml
 
 from flowsci.atomic import atomic_open, atomic_write_text
 from flowsci.config import SWEEP_KEY, TOP_KEYS, Config, _apply_override, _untyped, config_from_dict, load_config
-from flowsci.errors import ConfigError
+from flowsci.errors import ConfigError, SweepRunsFailed
 from flowsci.metrics_log import read_metrics
 
 SWEEP_KEYS = ("grid", "metrics", "target", "plot")
@@ -209,7 +210,9 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, workers: in
     """Train every run not finished yet (``workers`` processes), then write the results.
 
     Returns the sweep directory. A run with ``result.json`` is done; one with a checkpoint is
-    resumed; the others start fresh.
+    resumed; the others start fresh. A run that raises is reported (traceback on stderr) and the
+    others go on; the results of the finished runs are written, then SweepRunsFailed names the
+    failed runs.
     """
     root = Path(out) if out is not None else sweep_dir(sweep)
     runs = sweep.runs()  # validates every combination before any training
@@ -222,18 +225,36 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, workers: in
     todo = [(run, root / "runs" / run.name) for run in runs if not (root / "runs" / run.name / RESULT).is_file()]
     print(f"sweep {root}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to train "
           f"({workers} worker{'s' if workers > 1 else ''})", flush=True)
+    failed: dict[str, str] = {}
+
+    def record_failure(name: str, error: Exception) -> None:
+        failed[name] = f"{type(error).__name__}: {error}"
+        print(f"sweep run {name} failed:", file=sys.stderr)
+        traceback.print_exception(error, file=sys.stderr)
+
     if workers <= 1:
         for run, path in todo:
-            _train_run(run.config.to_dict(), run.config.source, run.name, run.values, str(path),
-                       sweep.target, progress)
+            try:
+                _train_run(run.config.to_dict(), run.config.source, run.name, run.values, str(path),
+                           sweep.target, progress)
+            except Exception as error:  # one failed run must not stop the others
+                record_failure(run.name, error)
     else:
         context = multiprocessing.get_context("spawn")
         with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
-            futures = [pool.submit(_train_run, run.config.to_dict(), run.config.source, run.name, run.values,
-                                   str(path), sweep.target, False) for run, path in todo]
+            futures = {pool.submit(_train_run, run.config.to_dict(), run.config.source, run.name, run.values,
+                                   str(path), sweep.target, False): run.name for run, path in todo}
             for future in concurrent.futures.as_completed(futures):
-                future.result()
+                try:
+                    future.result()
+                except Exception as error:
+                    record_failure(futures[future], error)
     write_results(sweep, root, runs)
+    if failed:
+        listing = "; ".join(f"{name}: {message}" for name, message in failed.items())
+        raise SweepRunsFailed(f"{len(failed)} of {len(runs)} runs of {root} failed ({listing}); the others' "
+                              "results are written; run the sweep again to retry the failed runs "
+                              "(finished runs are skipped)")
     return root
 
 

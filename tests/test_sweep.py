@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flowsci.errors import ConfigError
+from flowsci.errors import ConfigError, SweepRunsFailed
 from flowsci.sweep import load_sweep, run_sweep, sweep_from_dict, time_to_target
 
 from conftest import FLOWSCI, REPO, subprocess_env
@@ -107,6 +107,16 @@ def test_run_sweep_writes_one_table_and_plot_and_skips_finished_runs(tmp_path, c
     changed = sweep_from_dict(sweep_dict(), ["train.lr=0.02"])
     with pytest.raises(ConfigError, match="trained with another config.*--out"):
         run_sweep(changed, root, progress=False)
+
+
+def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys) -> None:
+    grid = {"model": [GRID["model"][0]], "train.lr": [0.01, 1e30]}       # lr 1e30: a non-finite loss
+    sweep = sweep_from_dict({**BASE, "sweep": {"grid": grid}})
+    with pytest.raises(SweepRunsFailed, match=r"1 of 2 runs .* failed \(.*lr.*NonFiniteLossError.*run the sweep again"):
+        run_sweep(sweep, tmp_path / "sweep", progress=False)
+    assert "failed:" in capsys.readouterr().err
+    rows = json.loads((tmp_path / "sweep" / "results.json").read_text())["rows"]
+    assert len(rows) == 1 and math.isfinite(rows[0]["rel_l2"])
 
 
 def test_cli_lists_the_runs_of_the_lpinn_sweep() -> None:
