@@ -168,10 +168,8 @@ def fit_closure(closure: Closure, train_arrays: Arrays, steps: int, lr: float, b
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-    if not any(p.requires_grad for p in closure.parameters()):
-        raise ValueError(f"closure {type(closure).__name__} has no trainable parameters to fit")
     closure.to(torch.float64)
-    device = next(closure.parameters()).device
+    device = next(closure.parameters(), torch.empty(0)).device
     data = {name: x.to(device) for name, x in _flat(train_arrays).items()}
     try:
         scales = closure_term_scales(data)
