@@ -132,9 +132,10 @@ def report(results: dict, out: Path) -> None:
         lines.append("")
     out.with_suffix(".md").write_text("\n".join(lines))
 
-    fig = Figure(figsize=(13, 3.8), layout="constrained")
-    axes = fig.subplots(1, 3)
+    fig = Figure(figsize=(17, 3.8), layout="constrained")
+    axes = fig.subplots(1, 4)
     panels = [("rel-L2 (solid: final, dashed: after Adam)", ("rel_l2", "adam_rel_l2")),
+              (f"optimiser steps to rel-L2 ≤ {results['target']} (missing: never)", ("steps_to_target",)),
               ("L-BFGS iterations", ("lbfgs_iterations",)), ("training wall-clock (s)", ("train_seconds",))]
     for ax, (label, scores) in zip(axes, panels):
         for colour, method in enumerate(methods):
@@ -144,7 +145,10 @@ def report(results: dict, out: Path) -> None:
                 ax.plot(betas, mean, style, color=f"C{colour}", label=method if style == "-" else None)
                 ax.plot([r["beta"] for r in mine], [r[score] for r in mine], "o" if style == "-" else "x",
                         color=f"C{colour}", ms=4, alpha=0.6)
-        ax.set_yscale("log")
+        if scores == ("steps_to_target",):
+            ax.set_ylim(bottom=0)
+        else:
+            ax.set_yscale("log")
         ax.set_xlabel("β")
         ax.set_title(label, fontsize=10)
     axes[0].axhline(results["target"], color="gray", lw=0.8, ls=":")

@@ -3,7 +3,7 @@
 on the 256 × 100 collocation grid; one torch thread per run, two runs in parallel).
 
 The sweeps run through ``flowsci.sweep`` into ``$FLOWSCI_LPINN_SWEEPS`` (default: a temporary
-directory; about 70 min on 2 cores). Point it at ``runs`` to reuse the runs of
+directory; about 100 min on 2 cores). Point it at ``runs`` to reuse the runs of
 ``flowsci sweep domains/lpinn.yaml`` / ``domains/lpinn_burgers.yaml``: the sweep refuses runs
 that were trained with another config.
 """
@@ -34,7 +34,7 @@ def _sweep_rows(yaml_name: str, key: str, tmp_path_factory) -> list[dict]:
                                          "train_seconds")}} for r in collect(sweep, root)]
     print(f"\n{yaml_name}: method {key} seed | rel_l2 adam_rel_l2 lbfgs_iterations steps_to_target train_seconds")
     for r in sorted(rows, key=lambda r: (r["method"], r["x"], r["seed"])):
-        print(f"  {r['method']:6} {r['x']:5g} {r['seed']} | {r['rel_l2']:.2e} {r['adam_rel_l2']:.2e} "
+        print(f"  {r['method']:9} {r['x']:5g} {r['seed']} | {r['rel_l2']:.2e} {r['adam_rel_l2']:.2e} "
               f"{r['lbfgs_iterations']:4.0f} {r['steps_to_target']:5.0f} {r['train_seconds']:5.0f}")
     return rows
 
@@ -74,14 +74,13 @@ def test_lpinn_reaches_the_error_at_every_beta_within_the_budget_and_the_pinn_do
     assert not any(np.isfinite(s) for beta, seeds in pinn.items() if beta >= 20 for s in seeds), pinn
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "measured: LPINN optimiser steps to rel-L2 <= 1e-2 grow with beta = 1 ... 80, seed 0: 325 / 400 / 425 / "
-    "450 / 525 / 575 / 600, seed 1: 300 / 375 / 550 / 575 / 600 / 600 / 600: the Eulerian error is set by the "
-    "position error of the characteristics, which must shrink as 1/beta; the PINN never gets there at beta >= 10"))
 def test_lpinn_cost_to_reach_the_error_does_not_grow_with_beta(convection) -> None:
+    """The co-moving LPINN (the default): its steps to rel-L2 <= 1e-2 at β = 60, 80 are within
+    10 % of those at β = 1, 10. (The lab-frame LPINN's grow, seed 0: 325 at β = 1 to 600 at β = 80;
+    reported, not asserted.)"""
     steps = _per_x(convection, "lpinn", "steps_to_target")
     low, high = np.mean(steps[1.0] + steps[10.0]), np.mean(steps[60.0] + steps[80.0])
-    assert high <= 1.25 * low, steps
+    assert high <= 1.1 * low, steps
 
 
 def test_pinn_breaks_down_within_the_range_at_the_same_budget(convection) -> None:

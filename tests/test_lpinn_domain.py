@@ -20,6 +20,7 @@ YAML = REPO / "domains" / "lpinn.yaml"
 TINY = ["domain.n_x=32", "domain.n_t=8", "eval.n_x=32", "eval.n_t=8", "train.log_every=1",
         "train.eval_every=5", "train.checkpoint_every=4", "train.keep_checkpoints=0"]
 LPINN_TINY = ["model={name: lpinn, width: 12, u_depth: 2, x_depth: 1}"]
+LPINN_LAB = ["model={name: lpinn, width: 12, u_depth: 2, x_depth: 1, frame_speed: 0}"]  # the lab frame
 PINN_TINY = ["model={name: pinn, width: 12, depth: 2}"]
 
 
@@ -74,7 +75,8 @@ def test_lbfgs_stops_when_the_loss_stalls_and_the_run_cannot_continue(tmp_path) 
 
 def test_a_stalled_lbfgs_restarts_with_a_cleared_history_and_resumes_bit_for_bit(tmp_path) -> None:
     # relative tolerance 0.3: an iteration that lowers the loss by less than 30 % counts as stalled
-    lbfgs = ("train.steps=5", "train.lbfgs.tolerance_change=0.3", "train.eval_every=0")
+    # (the lab frame: this tiny co-moving LPINN converges before any restart)
+    lbfgs = ("train.steps=5", "train.lbfgs.tolerance_change=0.3", "train.eval_every=0", *LPINN_LAB)
     straight = train(config(*lbfgs, "train.lbfgs.steps=50"), tmp_path / "a", progress=False)
     m = straight.metrics
     assert m["lbfgs_restarts"] >= 1 and m["lbfgs_converged"] == 1.0 and m["lbfgs_iterations"] > 3
@@ -117,7 +119,34 @@ def test_burgers_models_start_from_the_offset_of_u0(model) -> None:
     burgers = domain.build_model(config("domain.equation=burgers", "domain.offset=50", model=model))
     convection = domain.build_model(config("domain.offset=50", model=model))  # C is Burgers' only
     assert burgers.u_offset == 50.0 and convection.u_offset == 0.0
-    assert getattr(burgers, "speed_scale", 51.0) == 51.0
+    if model is LPINN_TINY:  # the co-moving frame by default; the lab frame on request
+        assert (burgers.frame_speed, burgers.speed_scale) == (50.0, 1.0)
+        lab = domain.build_model(config("domain.equation=burgers", "domain.offset=50", model=LPINN_LAB))
+        assert (lab.frame_speed, lab.speed_scale) == (0.0, 51.0)
+
+
+@pytest.mark.parametrize("frame", ["co-moving", "lab"])
+def test_in_the_co_moving_frame_the_lpinn_training_problem_does_not_depend_on_beta(frame) -> None:
+    """The same weights give the same loss and gradients at β = 1 and 80 in the co-moving frame
+    (to float32 rounding of the positions), and not in the lab frame."""
+    from flowsci.plugins import get_domain
+
+    domain = get_domain("lpinn")
+    model = LPINN_LAB if frame == "lab" else LPINN_TINY
+    losses, grads = [], []
+    for beta in (1, 80):
+        cfg = config(f"domain.beta={beta}", model=model)
+        torch.manual_seed(0)
+        net = domain.build_model(cfg)
+        batch = domain.build_data(cfg).train.tensors
+        loss, _ = domain.build_objective(cfg).loss(net, batch)
+        losses.append(loss.detach())
+        grads.append(torch.cat([g.reshape(-1) for g in torch.autograd.grad(loss, list(net.parameters()))]))
+    if frame == "co-moving":
+        torch.testing.assert_close(losses[0], losses[1], rtol=1e-4, atol=0)
+        torch.testing.assert_close(grads[0], grads[1], rtol=1e-3, atol=1e-4 * float(grads[0].abs().max()))
+    else:
+        assert float(losses[1]) > 2 * float(losses[0])  # the x-residual grows with β
 
 
 def test_reference_file_is_written_once_and_reused(tmp_path) -> None:

@@ -114,13 +114,16 @@ class LPINN(DomainBase):
     # --- model and objective -------------------------------------------------------------
 
     def build_model(self, cfg: Config) -> torch.nn.Module:
-        """The registered model; the LPINN's ``speed_scale`` defaults to the problem's
-        characteristic speed (|β|, or max |u₀| for Burgers) and ``u_offset`` to the C of u₀."""
+        """The registered model. The LPINN's ``frame_speed`` defaults to the problem's mean
+        speed (β, or C for Burgers: the co-moving frame), its ``speed_scale`` to the largest
+        speed relative to that frame, and ``u_offset`` to the C of u₀."""
         params = dict(cfg.model.params)
         accepted = model_parameters(cfg.model.name)
         problem = cfg.settings.problem
+        if "frame_speed" in accepted and "frame_speed" not in params:
+            params["frame_speed"] = problem.mean_speed
         if "speed_scale" in accepted and "speed_scale" not in params:
-            params["speed_scale"] = problem.speed_scale
+            params["speed_scale"] = problem.speed_scale(params.get("frame_speed", 0.0))
         if "u_offset" in accepted and "u_offset" not in params:
             params["u_offset"] = problem.offset if problem.equation == "burgers" else 0.0
         model = build_model(cfg.model.name, params)

@@ -51,13 +51,22 @@ class LagrangianPINN(nn.Module):
     """The LPINN: a u-branch u(ξ, t) and an x-branch for the characteristic x(ξ, t).
 
     Both branches are tanh MLPs on (cos ξ, sin ξ, t). The x-branch predicts the displacement
-    in units of ``speed_scale`` s: x(ξ, t) = ξ + s · t · N_x(ξ, t). A periodic input cannot
-    represent x itself (x(ξ, 0) = ξ jumps by 2π across ξ = 0), while the displacement is periodic
-    in ξ; the scale makes it O(t) whatever the convection speed (``speed_scale = 1`` is the
-    paper's raw units). The factor t makes x(ξ, 0) = ξ hold by construction: the label ξ *is*
-    the position at t = 0, a definition rather than a condition to learn.
-    ``exact_labels = False`` drops the factor (x = ξ + s · N_x), the paper's soft version
-    that leaves x(ξ, 0) = ξ to the initial-condition loss.
+    in a frame moving at ``frame_speed`` a, in units of ``speed_scale`` s:
+
+        x(ξ, t) = ξ + t · (a + s · N_x(ξ, t)).
+
+    A periodic input cannot represent x itself (x(ξ, 0) = ξ jumps by 2π across ξ = 0), while
+    the displacement is periodic in ξ. The factor t makes x(ξ, 0) = ξ hold by construction: the
+    label ξ *is* the position at t = 0, a definition rather than a condition to learn.
+    ``exact_labels = False`` drops the factor from the learned part (x = ξ + a t + s · N_x),
+    the paper's soft version that leaves x(ξ, 0) = ξ to the initial-condition loss.
+
+    The frame: the Eulerian error is the position error of the characteristics times |u_x|.
+    In the lab frame (a = 0, s = β) a fixed relative accuracy of N_x leaves a position error
+    ∝ β, and Adam, being scale-invariant, reaches the same relative accuracy in the same number
+    of steps whatever β: the cost to a given error grows with β. In the frame of the mean
+    speed (a = β for convection, C for Burgers, s = the largest remaining speed) the target of
+    N_x, and so the whole training problem, is the same for every β (Galilean invariance).
 
     ``u_offset`` shifts the u-branch's output, as for :class:`EulerianPINN`.
 
@@ -71,13 +80,15 @@ class LagrangianPINN(nn.Module):
     formulation = "lagrangian"
 
     def __init__(self, width: int = 50, u_depth: int = 4, x_depth: int = 2, speed_scale: float = 1.0,
-                 shared_weights: bool = False, exact_labels: bool = True, u_offset: float = 0.0):
+                 frame_speed: float = 0.0, shared_weights: bool = False, exact_labels: bool = True,
+                 u_offset: float = 0.0):
         super().__init__()
         if speed_scale <= 0:
             raise ValueError(f"speed_scale must be > 0, got {speed_scale}")
         if shared_weights and x_depth > u_depth:
             raise ValueError(f"shared_weights needs x_depth <= u_depth, got {x_depth} > {u_depth}")
         self.speed_scale = float(speed_scale)
+        self.frame_speed = float(frame_speed)
         self.shared_weights = shared_weights
         self.exact_labels = exact_labels
         self.u_offset = float(u_offset)
@@ -89,6 +100,9 @@ class LagrangianPINN(nn.Module):
     def forward(self, xi: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = periodic_features(xi, t)
         u = self.u_offset + self.u_net(features).squeeze(-1)
-        displacement = self.speed_scale * self.x_net(features).squeeze(-1)
-        x = xi + (t * displacement if self.exact_labels else displacement)
+        learned = self.speed_scale * self.x_net(features).squeeze(-1)
+        if self.exact_labels:
+            x = xi + t * (self.frame_speed + learned)
+        else:
+            x = xi + self.frame_speed * t + learned
         return x, u

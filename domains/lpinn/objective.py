@@ -5,7 +5,8 @@ PINN: Γ_u‖R‖ + Γ_ic‖u(·, 0) − u₀‖. ``norm: l2`` is the 2-norm ove
 (the paper's choice, not the mean square); ``norm: mse`` is the mean square. The x-branch
 terms are in physical units: the Eulerian error is set by the position error of the
 characteristics, so a fast flow must weigh them more (measuring them in units of the model's
-``speed_scale`` instead left rel-L2 1.8e-2 at β = 80 against 2.4e-3 here, same budget).
+``speed_scale`` instead left rel-L2 1.8e-2 at β = 80 against 2.4e-3 here, same budget, in the
+lab frame).
 """
 
 from __future__ import annotations

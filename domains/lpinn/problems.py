@@ -49,10 +49,15 @@ class Problem:
         return 0.0 if self.equation == "convection" else self.nu
 
     @property
-    def speed_scale(self) -> float:
-        """A characteristic speed of the characteristics: |β|, or max |u₀| for Burgers (≥ 1)."""
-        speed = abs(self.offset) + 1.0 if self.equation == "burgers" else abs(self.beta)
-        return max(1.0, speed)
+    def mean_speed(self) -> float:
+        """The mean speed of the characteristics at t = 0: β, or C for Burgers."""
+        return self.offset if self.equation == "burgers" else self.beta
+
+    def speed_scale(self, frame_speed: float = 0.0) -> float:
+        """The largest speed of the characteristics at t = 0 relative to a frame moving at
+        ``frame_speed`` (|β − a|, or |C − a| + 1 for Burgers), at least 1."""
+        relative = abs(self.mean_speed - frame_speed) + (1.0 if self.equation == "burgers" else 0.0)
+        return max(1.0, relative)
 
     def initial(self, x: torch.Tensor | np.ndarray) -> torch.Tensor | np.ndarray:
         """u₀(x) = sin x (+ C for Burgers), for a tensor or an array of any shape."""
