@@ -14,7 +14,7 @@ replicates / held-out patients): exact W1, W2, multi-bandwidth RBF MMD, energy d
 the patients, the Pearson r of pairwise feature correlations; the reference predictors
 identity, mean shift and ideal mean shift on the same populations; training wall-clock.
 
-    python bench/population.py [--dataset letters patients] [--steps 2000] [--workers 2] [--smoke]
+    python bench/population.py [--dataset letters patients] [--steps 4000] [--workers 2] [--smoke]
     python bench/population.py --report bench/results/population.json   # rebuild .md and .png
 """
 
@@ -120,7 +120,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
-    parser.add_argument("--steps", type=int, default=2000)
+    parser.add_argument("--steps", type=int, help="training steps (default: the YAML's train.steps)")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--workers", type=int, default=2, help="configurations trained in parallel")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per worker")
@@ -131,9 +131,11 @@ def main() -> None:
     if args.report:
         report(json.loads(args.report.read_text()), args.report)
         return
+    args.steps = args.steps or load_config(YAML).train.steps
     overrides = [f"train.steps={args.steps}", f"train.batch_size={args.batch_size}", "train.eval_every=0",
                  "train.checkpoint_every=100000"]
-    if args.smoke:
+    if args.smoke:  # never overwrites the real results
+        args.out = Path(tempfile.mkdtemp()) / "population.json"
         overrides = ["train.steps=5", "domain.n_rotations=2", "domain.n_patients=4", "domain.held_out_patients=[3]",
                      "eval.n_populations=3", "sample.steps=2", "train.batch_size=4", "model.width=32",
                      "model.depth=2", "train.checkpoint_every=100000", "train.eval_every=0"]

@@ -51,7 +51,7 @@ class PopulationSettings:
     test_letters: str = "Y"
     n_rotations: int = 10
     # patients
-    n_patients: int = 12
+    n_patients: int = 40            # with 12, MFM did no better than the identity on held-out patients
     n_replicates: int = 3
     n_treatments: int = 6
     dim: int = 10
