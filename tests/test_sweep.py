@@ -122,7 +122,8 @@ def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys) -> None:
 def test_cli_lists_the_runs_of_the_lpinn_sweep() -> None:
     out = subprocess.run([FLOWSCI, "sweep", str(REPO / "domains" / "lpinn.yaml"), "--list"],
                          capture_output=True, text=True, env=subprocess_env(), check=True).stdout.split()
-    assert len(out) == 2 * 7 * 2 and "seed=0_beta=30_method=lpinn" in out
+    assert len(out) == 2 * 7 * 3 and "seed=0_beta=30_method=lpinn" in out  # lpinn, lpinn_lab, pinn
+    assert "seed=1_beta=80_method=lpinn_lab" in out
 
 
 def _children(pid: int) -> set[int]:
