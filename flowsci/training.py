@@ -609,6 +609,10 @@ def train(cfg: Config, out: str | Path | None = None, *, resume: bool = False,
         if not resume and run.checkpoints.is_dir() and list_checkpoints(run.checkpoints):
             raise RunError(f"{path} already holds a run; pass --resume to continue it or choose "
                            "another --out")
-        return Trainer(cfg, run, ctx, resume=resume, progress=progress).fit()
+        result = Trainer(cfg, run, ctx, resume=resume, progress=progress).fit()
+        # every rank leaves the group together: a gloo rank whose peer has already exited can
+        # abort at exit ("terminate called without an active exception", seen under load)
+        ctx.barrier()
+        return result
     finally:
         shutdown(ctx)
