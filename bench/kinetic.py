@@ -39,8 +39,14 @@ from flowsci.checkpoint import load_model
 from flowsci.config import load_config
 from flowsci.plugins import get_domain
 from flowsci.training import train
-from flowsci_domains.kinetic.a_posteriori import (compare_statistics, fine_tune, simulate, unroll_targets,
-                                                  unrolled_loss, window_statistics)
+from flowsci_domains.kinetic.a_posteriori import (
+    compare_statistics,
+    fine_tune,
+    simulate,
+    unroll_targets,
+    unrolled_loss,
+    window_statistics,
+)
 from flowsci_domains.kinetic.a_priori import closure_errors
 from flowsci_domains.kinetic.active_suspension import ActiveSuspensionParams
 from flowsci_domains.kinetic.closures import make_closure

@@ -115,8 +115,10 @@ def flow_matching_loss():
 
 
 def variants() -> dict:
-    from torchcfm.conditional_flow_matching import (ConditionalFlowMatcher,
-                                                    ExactOptimalTransportConditionalFlowMatcher)
+    from torchcfm.conditional_flow_matching import (
+        ConditionalFlowMatcher,
+        ExactOptimalTransportConditionalFlowMatcher,
+    )
 
     return {
         "flowsci independent": flowsci_loss(IndependentCoupling()),

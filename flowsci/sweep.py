@@ -43,7 +43,15 @@ from typing import Any
 import yaml
 
 from flowsci.atomic import atomic_open, atomic_write_text
-from flowsci.config import SWEEP_KEY, TOP_KEYS, Config, _apply_override, _untyped, config_from_dict, load_config
+from flowsci.config import (
+    SWEEP_KEY,
+    TOP_KEYS,
+    Config,
+    _apply_override,
+    _untyped,
+    config_from_dict,
+    load_config,
+)
 from flowsci.errors import ConfigError, SweepRunsFailed
 from flowsci.metrics_log import read_metrics
 

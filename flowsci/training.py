@@ -29,8 +29,14 @@ from tqdm import tqdm
 
 import flowsci
 from flowsci.atomic import atomic_open
-from flowsci.checkpoint import (FORMAT, checkpoint_path, list_checkpoints, load_checkpoint,
-                                prune_checkpoints, save_checkpoint)
+from flowsci.checkpoint import (
+    FORMAT,
+    checkpoint_path,
+    list_checkpoints,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from flowsci.config import Config, TrainConfig, save_config
 from flowsci.distributed import DistContext, init_from_env, shutdown
 from flowsci.errors import CheckpointError, ConfigError, NonFiniteLossError, RunError

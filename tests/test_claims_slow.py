@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import TOY2D_YAML
 
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
@@ -14,8 +15,6 @@ from flowsci.plugins import get_domain
 from flowsci.reflow import generate_pairs
 from flowsci.solvers import Euler
 from flowsci.training import train
-
-from conftest import TOY2D_YAML
 
 pytestmark = pytest.mark.slow
 

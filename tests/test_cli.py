@@ -7,10 +7,9 @@ import subprocess
 
 import numpy as np
 import pytest
+from conftest import FLOWSCI, SMALL, TOY2D_YAML, subprocess_env
 
 from flowsci.metrics_log import read_metrics
-
-from conftest import FLOWSCI, SMALL, TOY2D_YAML, subprocess_env
 
 
 def flowsci(*args: str, cwd=None) -> subprocess.CompletedProcess:

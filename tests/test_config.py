@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import TOY2D_YAML
 
 from flowsci.config import TrainConfig, config_from_dict, load_config, save_config
 from flowsci.errors import ConfigError
 from flowsci.flow_matching import FlowMatchingConfig
-
-from conftest import TOY2D_YAML
 
 
 def test_yaml_becomes_typed_sections():

@@ -18,8 +18,7 @@ import scipy.stats
 import torch
 from scipy.spatial.distance import cdist
 
-from flowsci.couplings import (COSTS, IndependentCoupling, OTCoupling, PairedCoupling,
-                               sqeuclidean_cost)
+from flowsci.couplings import COSTS, IndependentCoupling, OTCoupling, PairedCoupling, sqeuclidean_cost
 
 F64 = torch.float64
 

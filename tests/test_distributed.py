@@ -7,13 +7,12 @@ import sys
 from pathlib import Path
 
 import torch
+from conftest import SMALL, TOY2D_YAML, subprocess_env
 
 from flowsci.checkpoint import list_checkpoints, load_checkpoint
 from flowsci.distributed import DistContext
 from flowsci.metrics_log import read_metrics
 from flowsci.training import BatchPlan
-
-from conftest import SMALL, TOY2D_YAML, subprocess_env
 
 SCRIPT = Path(__file__).with_name("ddp_regression.py")
 TORCHRUN = str(Path(sys.executable).with_name("torchrun"))

@@ -10,8 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from flowsci_domains.kinetic.a_posteriori import (compare_statistics, fine_tune, simulate, unroll_targets,
-                                                  unrolled_loss, window_statistics)
+from flowsci_domains.kinetic.a_posteriori import (
+    compare_statistics,
+    fine_tune,
+    simulate,
+    unroll_targets,
+    unrolled_loss,
+    window_statistics,
+)
 from flowsci_domains.kinetic.active_suspension import ActiveSuspensionParams
 from flowsci_domains.kinetic.closures import make_closure
 from flowsci_domains.kinetic.learned import LearnedClosure2D

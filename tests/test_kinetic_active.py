@@ -12,8 +12,14 @@ import numpy as np
 import pytest
 import torch
 
-from flowsci_domains.kinetic.active_suspension import (ActiveSuspension2D, ActiveSuspensionParams, energy_spectrum,
-                                                       order_parameter, stokes_velocity, time_averaged_spectrum)
+from flowsci_domains.kinetic.active_suspension import (
+    ActiveSuspension2D,
+    ActiveSuspensionParams,
+    energy_spectrum,
+    order_parameter,
+    stokes_velocity,
+    time_averaged_spectrum,
+)
 from flowsci_domains.kinetic.closures import make_closure
 
 DT = torch.float64

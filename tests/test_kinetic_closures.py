@@ -8,8 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from flowsci_domains.kinetic.closures import (CLOSURES, BinghamClosure2D, BinghamClosure3D, QuadraticClosure,
-                                              bingham_b, bingham_m4, bingham_ratios_2d, make_closure)
+from flowsci_domains.kinetic.closures import (
+    CLOSURES,
+    BinghamClosure2D,
+    BinghamClosure3D,
+    QuadraticClosure,
+    bingham_b,
+    bingham_m4,
+    bingham_ratios_2d,
+    make_closure,
+)
 
 DT = torch.float64
 

@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import REPO
 from scipy.optimize import brentq
 from scipy.special import ive
 
@@ -21,8 +22,6 @@ from flowsci.plugins import get_domain
 from flowsci.training import train
 from flowsci_domains.kinetic.a_priori import closure_errors
 from flowsci_domains.kinetic.orientation import generate_dataset
-
-from conftest import REPO
 
 YAML = REPO / "domains" / "kinetic.yaml"
 TINY = ["data.n_trajectories=4", "data.n_train=3", "data.n_pieces=8", "data.n_transient_pieces=2",   # 30 snapshots each

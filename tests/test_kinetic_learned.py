@@ -11,11 +11,27 @@ import numpy as np
 import pytest
 import torch
 
-from flowsci_domains.kinetic.a_priori import (closure_errors, fit_closure, parity_figure, relative_error,
-                                              split_trajectories)
-from flowsci_domains.kinetic.closures import CLOSURES, BinghamClosure2D, QuadraticClosure, bingham_m4, make_closure
-from flowsci_domains.kinetic.learned import (LearnedClosure2D, LearnedClosure3D, harmonic_basis_3d,
-                                             rebuild_fourth_moment_2d, rebuild_fourth_moment_3d)
+from flowsci_domains.kinetic.a_priori import (
+    closure_errors,
+    fit_closure,
+    parity_figure,
+    relative_error,
+    split_trajectories,
+)
+from flowsci_domains.kinetic.closures import (
+    CLOSURES,
+    BinghamClosure2D,
+    QuadraticClosure,
+    bingham_m4,
+    make_closure,
+)
+from flowsci_domains.kinetic.learned import (
+    LearnedClosure2D,
+    LearnedClosure3D,
+    harmonic_basis_3d,
+    rebuild_fourth_moment_2d,
+    rebuild_fourth_moment_3d,
+)
 
 DT = torch.float64
 

@@ -13,8 +13,14 @@ from scipy.special import roots_legendre
 from scipy.stats import kstest
 
 from flowsci_domains.kinetic.flows import random_linear_flows
-from flowsci_domains.kinetic.orientation import (OrientationSolver, generate_dataset, harmonic_degrees, harmonics,
-                                                 read_hdf5, write_hdf5)
+from flowsci_domains.kinetic.orientation import (
+    OrientationSolver,
+    generate_dataset,
+    harmonic_degrees,
+    harmonics,
+    read_hdf5,
+    write_hdf5,
+)
 
 DIMS = pytest.mark.parametrize("d", [2, 3])
 

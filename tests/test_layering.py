@@ -7,9 +7,9 @@ import pkgutil
 import subprocess
 import sys
 
-import flowsci
-
 from conftest import REPO
+
+import flowsci
 
 
 def test_no_engine_module_mentions_flowsci_domains():

@@ -12,7 +12,17 @@ import torch
 
 from flowsci.likelihood import draw_probes, log_likelihood
 from flowsci.plugins import SOLVERS
-from flowsci.solvers import RK4, Dopri5, Euler, FixedStepSolver, Heun, Midpoint, RFSolver2, Solver, uniform_grid
+from flowsci.solvers import (
+    RK4,
+    Dopri5,
+    Euler,
+    FixedStepSolver,
+    Heun,
+    Midpoint,
+    RFSolver2,
+    Solver,
+    uniform_grid,
+)
 
 F64 = torch.float64
 FIXED: list[type[FixedStepSolver]] = [Euler, Midpoint, Heun, RK4, RFSolver2]

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import REPO
 
 from flowsci.sweep import collect, load_sweep, run_sweep
-
-from conftest import REPO
 
 pytestmark = pytest.mark.slow
 BETAS = (1.0, 10.0, 20.0, 30.0, 40.0, 60.0, 80.0)

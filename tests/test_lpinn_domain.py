@@ -7,14 +7,13 @@ import math
 
 import pytest
 import torch
+from conftest import REPO
 
 from flowsci.checkpoint import list_checkpoints, load_checkpoint
 from flowsci.config import load_config
 from flowsci.errors import ConfigError, RunError
 from flowsci.metrics_log import read_metrics
 from flowsci.training import train
-
-from conftest import REPO
 
 YAML = REPO / "domains" / "lpinn.yaml"
 TINY = ["domain.n_x=32", "domain.n_t=8", "eval.n_x=32", "eval.n_t=8", "train.log_every=1",

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from flowsci_domains.lpinn.problems import Problem
-from flowsci_domains.lpinn.reference import (burgers_cole_hopf_sine, burgers_spectral, convection_diffusion_exact,
-                                             grid, reference_solution)
+from flowsci_domains.lpinn.reference import (
+    burgers_cole_hopf_sine,
+    burgers_spectral,
+    convection_diffusion_exact,
+    grid,
+    reference_solution,
+)
 
 
 def test_grid_is_periodic_without_endpoint() -> None:

@@ -18,8 +18,8 @@ import os
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO
+
 from flowsci.config import load_config
 from flowsci.training import train
 

@@ -21,14 +21,13 @@ from matplotlib.textpath import TextPath
 from matplotlib.transforms import Affine2D
 from scipy.spatial.transform import Rotation
 
-from flowsci_domains.population.letters import (glyph_polygons, make_letters, sample_inside,
-                                                split_letters)
+from flowsci_domains.population.letters import glyph_polygons, make_letters, sample_inside, split_letters
 from flowsci_domains.population.patients import make_patients, split_patients
 
 PIXELS = 1600   # raster of [-3, 3]^2: 0.00375 units per pixel
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _raster(letter: str) -> np.ndarray:
     """(PIXELS, PIXELS) bool, row 0 at y = 3: the bold glyph, box-normalised to [-3, 3]^2 from its
     Bezier extents, filled by Agg."""

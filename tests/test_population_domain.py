@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import REPO
+
 from flowsci.config import load_config
 from flowsci.plugins import get_domain
 from flowsci.population import masked_mean, population_wasserstein

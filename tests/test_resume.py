@@ -9,14 +9,13 @@ import time
 
 import pytest
 import torch
+from conftest import FLOWSCI, SMALL, TOY2D_YAML, subprocess_env
 
 from flowsci.checkpoint import list_checkpoints, load_checkpoint, load_model, save_checkpoint
 from flowsci.config import load_config
 from flowsci.errors import CheckpointError
 from flowsci.metrics_log import read_metrics
 from flowsci.training import train
-
-from conftest import FLOWSCI, SMALL, TOY2D_YAML, subprocess_env
 
 # EMA, warm-up, cosine schedule, grad clipping and periodic eval all take part.
 RESUME_ARGS = [*SMALL, "train.steps=300", "train.checkpoint_every=25", "train.eval_every=100",

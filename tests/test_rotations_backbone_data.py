@@ -18,8 +18,14 @@ import torch
 from scipy.spatial.distance import pdist, squareform
 from scipy.spatial.transform import Rotation
 
-from flowsci_domains.rotations.backbone_metrics import (backbone_report, bond_validity, ca_ca_distances,
-                                                        clash_fraction, has_clash, radius_of_gyration)
+from flowsci_domains.rotations.backbone_metrics import (
+    backbone_report,
+    bond_validity,
+    ca_ca_distances,
+    clash_fraction,
+    has_clash,
+    radius_of_gyration,
+)
 from flowsci_domains.rotations.frames import backbone_from_frames, center, frames_from_backbone
 from flowsci_domains.rotations.ideal_backbone import ideal_backbone
 from flowsci_domains.rotations.pdb_source import Backbone, _extract, fetch_mdanalysis_dssp, read_backbones

@@ -17,8 +17,8 @@ averaged over three draws (a single draw of the true mixture varies from 0.19 to
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO
+
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
 from flowsci.flow_matching import Sampler

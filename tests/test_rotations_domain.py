@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from conftest import FLOWSCI, REPO, subprocess_env
+
 from flowsci.config import load_config
 from flowsci.data import load_split
 from flowsci.errors import ConfigError

@@ -10,8 +10,17 @@ import pytest
 import torch
 
 from flowsci.plugins import SOLVERS
-from flowsci.solvers import (RK4, Dopri5, Euler, FixedStepSolver, Heun, Midpoint, RFSolver2, Solver,
-                             uniform_grid)
+from flowsci.solvers import (
+    RK4,
+    Dopri5,
+    Euler,
+    FixedStepSolver,
+    Heun,
+    Midpoint,
+    RFSolver2,
+    Solver,
+    uniform_grid,
+)
 
 F64 = torch.float64
 FIXED: list[type[FixedStepSolver]] = [Euler, Midpoint, Heun, RK4, RFSolver2]

@@ -13,11 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from conftest import FLOWSCI, REPO, subprocess_env
 
 from flowsci.errors import ConfigError, SweepRunsFailed
 from flowsci.sweep import load_sweep, run_sweep, sweep_from_dict, time_to_target
-
-from conftest import FLOWSCI, REPO, subprocess_env
 
 BASE = {
     "domain": {"name": "lpinn", "beta": 5.0, "n_x": 16, "n_t": 6},

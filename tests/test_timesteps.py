@@ -18,12 +18,20 @@ import scipy.optimize
 import scipy.stats
 import torch
 
-from flowsci.grids import (EDMGrid, ShiftedGrid, UniformGrid, edm_grid, reverse, shifted_grid,
-                           uniform_grid)
+from flowsci.grids import EDMGrid, ShiftedGrid, UniformGrid, edm_grid, reverse, shifted_grid, uniform_grid
 from flowsci.plugins import Registry
 from flowsci.solvers import Euler
-from flowsci.timesteps import (MODE_SCALE_MAX, CosMapTime, DiscreteTime, LogitNormalTime, ModeTime,
-                               TimeSampler, UniformTime, UShapedTime, shift_time)
+from flowsci.timesteps import (
+    MODE_SCALE_MAX,
+    CosMapTime,
+    DiscreteTime,
+    LogitNormalTime,
+    ModeTime,
+    TimeSampler,
+    UniformTime,
+    UShapedTime,
+    shift_time,
+)
 
 F64 = torch.float64
 N_KS = 20_000

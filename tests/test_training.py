@@ -6,14 +6,13 @@ import math
 
 import pytest
 import torch
+from conftest import SMALL, TOY2D_YAML
 
 from flowsci.config import load_config
 from flowsci.errors import NonFiniteLossError, RunError
 from flowsci.metrics_log import read_metrics
 from flowsci.plugins import get_domain
 from flowsci.training import lr_factor, train
-
-from conftest import SMALL, TOY2D_YAML
 
 
 def test_lr_schedule_shape():

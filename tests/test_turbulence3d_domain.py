@@ -8,8 +8,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from conftest import REPO
+
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
 from flowsci.plugins import get_domain

@@ -5,8 +5,8 @@ same number of steps. About 10 minutes on one core. ``pytest -m slow``."""
 from __future__ import annotations
 
 import pytest
-
 from conftest import REPO
+
 from flowsci.config import load_config
 from flowsci.training import train
 

@@ -9,8 +9,8 @@ import h5py
 import numpy as np
 import pytest
 import torch
-
 from conftest import FLOWSCI, REPO, subprocess_env
+
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
 from flowsci.errors import ConfigError, DataError

@@ -8,8 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from flowsci_domains.turbulence.isotropic3d import (Isotropic3D, energy_spectrum_3d, enstrophy_3d,
-                                                    generate_isotropic3d, random_solenoidal_velocity)
+from flowsci_domains.turbulence.isotropic3d import (
+    Isotropic3D,
+    energy_spectrum_3d,
+    enstrophy_3d,
+    generate_isotropic3d,
+    random_solenoidal_velocity,
+)
 from flowsci_domains.turbulence.spectral import Kolmogorov2D, random_initial_vorticity
 from flowsci_domains.turbulence.statistics import spectral_filter
 

@@ -18,7 +18,12 @@ import pytest
 import torch
 
 from flowsci_domains.turbulence.factorized_attention import (
-    ROTARY_MIN_FREQ, FactorizedAttention, apply_chained, apply_parallel, rotary_embedding)
+    ROTARY_MIN_FREQ,
+    FactorizedAttention,
+    apply_chained,
+    apply_parallel,
+    rotary_embedding,
+)
 from flowsci_domains.turbulence.fno import FNO, IFNO, SpectralConv
 from flowsci_domains.turbulence.ifactformer import IFactFormer, IFactFormerM, IFactFormerO
 

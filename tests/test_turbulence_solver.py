@@ -9,9 +9,16 @@ import numpy as np
 import pytest
 import torch
 
-from flowsci_domains.turbulence.generate import (coarse_solver_rollout, dns_seconds_per_time_unit,
-                                                 generate_kolmogorov)
-from flowsci_domains.turbulence.spectral import Kolmogorov2D, random_initial_vorticity, velocity_from_vorticity
+from flowsci_domains.turbulence.generate import (
+    coarse_solver_rollout,
+    dns_seconds_per_time_unit,
+    generate_kolmogorov,
+)
+from flowsci_domains.turbulence.spectral import (
+    Kolmogorov2D,
+    random_initial_vorticity,
+    velocity_from_vorticity,
+)
 from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, kinetic_energy, spectral_filter
 
 F64 = torch.float64

@@ -33,8 +33,11 @@ import torch
 from tqdm import tqdm
 
 from flowsci_domains.kinetic.a_priori import minimise
-from flowsci_domains.kinetic.active_suspension import (ActiveSuspension2D, ActiveSuspensionParams,
-                                                       time_averaged_spectrum)
+from flowsci_domains.kinetic.active_suspension import (
+    ActiveSuspension2D,
+    ActiveSuspensionParams,
+    time_averaged_spectrum,
+)
 from flowsci_domains.kinetic.closures import Closure
 
 ClosureFn = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -29,7 +29,13 @@ from flowsci.config import Config, DataConfig
 from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
 from flowsci.errors import ConfigError, DataError
 from flowsci.plugins import DomainBase
-from flowsci_domains.kinetic.a_priori import FIELDS, closure_errors, closure_loss, closure_term_scales, parity_figure
+from flowsci_domains.kinetic.a_priori import (
+    FIELDS,
+    closure_errors,
+    closure_loss,
+    closure_term_scales,
+    parity_figure,
+)
 from flowsci_domains.kinetic.closures import Closure, make_closure
 from flowsci_domains.kinetic.orientation import generate_dataset
 

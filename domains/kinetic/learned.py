@@ -47,8 +47,14 @@ from e3nn import io, o3
 from e3nn import nn as e3nn_nn
 from torch import nn
 
-from flowsci_domains.kinetic.closures import CLOSURES, Closure, check_second_moment, check_strain, contract, pairings
-
+from flowsci_domains.kinetic.closures import (
+    CLOSURES,
+    Closure,
+    check_second_moment,
+    check_strain,
+    contract,
+    pairings,
+)
 
 # --------------------------------------------------------------------------- helpers
 

@@ -18,8 +18,13 @@ from __future__ import annotations
 import torch
 
 from flowsci.flow_matching import Sampler
-from flowsci.population import (feature_correlation_r, masked_mean, population_energy_distance,
-                                population_mmd, population_wasserstein)
+from flowsci.population import (
+    feature_correlation_r,
+    masked_mean,
+    population_energy_distance,
+    population_mmd,
+    population_wasserstein,
+)
 
 SPLIT_LABELS = {"letters": {"train": "train", "val": "val_letters", "test": "test_letters"},
                 "patients": {"train": "train", "val": "heldout_replicates", "test": "heldout_patients"}}

@@ -35,7 +35,7 @@ def _check_letter(letter: str) -> None:
         raise ValueError(f"letter must be one capital letter A-Z, got {letter!r}")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _glyph(letter: str, font: str) -> tuple[tuple[np.ndarray, ...], tuple[float, float], float]:
     """Normalised outlines, bounding-box half sizes (hx, hy) and even-odd area of one glyph."""
     _check_letter(letter)

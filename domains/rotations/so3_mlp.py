@@ -6,8 +6,8 @@ import torch
 from torch import nn
 
 from flowsci.nn.embeddings import SinusoidalTimeEmbedding
-from flowsci.spaces.so3 import SO3Matrix
 from flowsci.spaces.rotations import quat_to_matrix
+from flowsci.spaces.so3 import SO3Matrix
 
 CHARTS = ("matrix", "quaternion")
 

@@ -15,8 +15,8 @@ import torch
 from matplotlib.figure import Figure
 
 from flowsci.config import Config, DataConfig, EvalConfig
-from flowsci.errors import ConfigError
 from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
+from flowsci.errors import ConfigError
 from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
 from flowsci.likelihood import log_likelihood
 from flowsci.metrics import straightness, transport_cost, wasserstein

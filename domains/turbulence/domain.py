@@ -29,7 +29,15 @@ import torch
 from matplotlib.figure import Figure
 
 from flowsci.config import Config, DataConfig, EvalConfig, SampleConfig
-from flowsci.data import BoundaryCondition, DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
+from flowsci.data import (
+    BoundaryCondition,
+    DataSplits,
+    InMemoryDataset,
+    default_data_dir,
+    load_split,
+    read_meta,
+    write_dataset,
+)
 from flowsci.errors import ConfigError, DataError
 from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
 from flowsci.plugins import DomainBase, build_model

@@ -22,8 +22,13 @@ from flowsci.config import Config, DataConfig
 from flowsci.data import BoundaryCondition, load_split, read_meta, write_dataset
 from flowsci.errors import DataError
 from flowsci_domains.turbulence.domain import AttrValue, Turbulence, TurbulenceData, TurbulenceEval
-from flowsci_domains.turbulence.isotropic3d import (Isotropic3D, energy_spectrum_3d, enstrophy_3d,
-                                                    generate_isotropic3d, random_solenoidal_velocity)
+from flowsci_domains.turbulence.isotropic3d import (
+    Isotropic3D,
+    energy_spectrum_3d,
+    enstrophy_3d,
+    generate_isotropic3d,
+    random_solenoidal_velocity,
+)
 
 FIELD = "velocity"
 

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from flowsci.data.schema import (
+    _NUMERIC,
     BC_TYPES,
     FIELD_GROUPS,
     GRID_TYPES,
@@ -29,11 +30,9 @@ from flowsci.data.schema import (
     ROOT_GROUPS,
     SCHEMA_VERSION,
     SPLIT_GROUPS,
-    _NUMERIC,
     BoundaryCondition,
     DatasetMeta,
     PathLike,
-    _SplitLayout,
     _check_bc,
     _check_n,
     _check_root,
@@ -45,6 +44,7 @@ from flowsci.data.schema import (
     _is_str,
     _is_str_list,
     _names,
+    _SplitLayout,
 )
 from flowsci.errors import DataError, did_you_mean
 

@@ -19,15 +19,14 @@ import torch
 
 from flowsci.atomic import atomic_path
 from flowsci.data.schema import (
+    _NUMERIC,
     JSON_ATTRS,
     RESERVED_ATTRS,
     SCHEMA_VERSION,
     SPLIT_GROUPS,
-    _NUMERIC,
     BoundaryCondition,
     DatasetMeta,
     PathLike,
-    _SplitLayout,
     _check_bc,
     _check_name,
     _check_root,
@@ -36,6 +35,7 @@ from flowsci.data.schema import (
     _error,
     _field_info,
     _names,
+    _SplitLayout,
 )
 from flowsci.errors import DataError
 

@@ -40,7 +40,13 @@ import numbers
 import numpy as np
 import torch
 
-from flowsci.spaces.rotations import quat_conjugate, quat_multiply, relative_angle, rotvec_to_matrix, rotvec_to_quat
+from flowsci.spaces.rotations import (
+    quat_conjugate,
+    quat_multiply,
+    relative_angle,
+    rotvec_to_matrix,
+    rotvec_to_quat,
+)
 from flowsci.spaces.so3 import LOG_VOLUME
 
 SERIES_TOLERANCE = 1e-10  # bound on the sum of the dropped terms of the character series

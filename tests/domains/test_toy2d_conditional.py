@@ -7,14 +7,13 @@ import dataclasses
 import math
 
 import torch
+from conftest import SMALL, TOY2D_YAML
 
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
 from flowsci.plugins import get_domain
 from flowsci.training import train
 from flowsci_domains.toy2d.distributions import LABELLED, eight_gaussians_log_prob
-
-from conftest import SMALL, TOY2D_YAML
 
 
 def test_labels_name_the_component():
