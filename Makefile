@@ -6,6 +6,7 @@
 #   make population  set up and train Meta Flow Matching on the letters (held-out X and Y)
 #   make lpinn       set up and run the PINN vs LPINN convection sweep (beta 1..80, two seeds)
 #   make kinetic     set up and fit the learned 2-D closure of the kinetic theory (a priori, ~30 s)
+#   make lint        set up and run the linter (ruff, configured in pyproject.toml)
 #   make test        set up and run the default test tier
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,7 +14,7 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.flowsci-installed
 
-.PHONY: install demo turbulence rotations backbones population lpinn kinetic test test-slow bench-deps bench bench-turbulence \
+.PHONY: install demo turbulence rotations backbones population lpinn kinetic lint test test-slow bench-deps bench bench-turbulence \
 	bench-rotations bench-population bench-lpinn bench-kinetic clean
 
 install: $(STAMP)
@@ -44,6 +45,9 @@ lpinn: install
 
 kinetic: install
 	$(BIN)/flowsci train domains/kinetic.yaml
+
+lint: install
+	$(BIN)/ruff check .
 
 test: install
 	$(BIN)/python -m pytest -q

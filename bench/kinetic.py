@@ -1,18 +1,20 @@
 """Kinetic closures: a-priori errors, cost per closure evaluation, and a-posteriori statistics.
 
-1. A priori (sciml_anchors §B.3.4): ``domains/kinetic.yaml`` trained with flowsci's Trainer for
-   d = 2 (eigenframe MLP) and d = 3 (e3nn network); relative Frobenius errors of S:E and S:D on
-   the held-out trajectories for the learned, Bingham and quadratic closures.
+1. A priori (Maddu, Weady & Shelley 2024, at toy scale): ``domains/kinetic.yaml`` trained with
+   flowsci's Trainer for d = 2 (eigenframe MLP) and d = 3 (e3nn network); relative Frobenius
+   errors of S:E and S:D on the held-out trajectories for the learned, Bingham and quadratic
+   closures.
 2. Cost: milliseconds per closure call on the 64² grid's worth of points (4096 second moments
    from the test trajectories), learned against the Bingham root-find (2-D: vectorised Newton on
    I₁/I₀; 3-D: Newton on the convex dual with quadrature), one thread, median of repeats.
-3. A posteriori (§B.3.5): the 2-D active suspension (64², L = 10, α = −4, β = 0.8, ζ = 1,
-   d_T = 0.05, d_R = 0.25: a Well (α, ζ) pair, with the d_R of the a-priori data so that the
-   closure is used where it was trained) from one seeded near-isotropic state, with the Bingham,
-   quadratic, learned (a priori) and learned (fine-tuned) closures, 10⁴ steps each (t = 50). The
-   fine-tuning unrolls 10 solver steps from states of a Bingham run of another seed
-   (:mod:`a_posteriori`). Statistics over t ∈ [10, 50] (the flow saturates by t ≈ 8): mean |u|,
-   order parameter and the time-averaged energy spectrum, against the Bingham run.
+3. A posteriori (after Maddu, Weady & Shelley 2024): the 2-D active suspension (64², L = 10,
+   α = −4, β = 0.8, ζ = 1, d_T = 0.05, d_R = 0.25: a Well (α, ζ) pair, with the d_R of the
+   a-priori data so that the closure is used where it was trained) from one seeded
+   near-isotropic state, with the Bingham, quadratic, learned (a priori) and learned
+   (fine-tuned) closures, 10⁴ steps each (t = 50). The fine-tuning unrolls 10 solver steps from
+   states of a Bingham run of another seed (:mod:`a_posteriori`). Statistics over t ∈ [10, 50]
+   (the flow saturates by t ≈ 8): mean |u|, order parameter and the time-averaged energy
+   spectrum, against the Bingham run.
 
     python bench/kinetic.py [--smoke]
     python bench/kinetic.py --report bench/results/kinetic.json     # rebuild .md and .png
@@ -37,7 +39,7 @@ from matplotlib.figure import Figure
 import flowsci
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
-from flowsci.plugins import get_domain
+from flowsci.plugins import create_domain
 from flowsci.training import train
 from flowsci_domains.kinetic.a_posteriori import (
     compare_statistics,
@@ -69,7 +71,7 @@ def a_priori(d: int, out: Path, smoke: bool) -> tuple[dict, torch.nn.Module, dic
                       "train.steps=100", "train.batch_size=64"]
     cfg = load_config(YAML, overrides)
     result = train(cfg, out / f"apriori_d{d}", progress=False)
-    test = get_domain("kinetic").build_data(cfg).test.tensors
+    test = create_domain("kinetic").build_data(cfg).test.tensors
     return result.metrics, load_model(result.run_dir), test
 
 
@@ -108,7 +110,8 @@ def main() -> None:
     print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
 
 
-def run(out: Path, smoke: bool = False, steps: int = 10_000, window: float = 10.0, finetune_steps: int = 40) -> dict:
+def run(out: Path, smoke: bool = False, steps: int = 10_000, window: float = 10.0,
+        finetune_steps: int = 40) -> dict:
     """The whole benchmark (module docstring); writes ``out`` (JSON), .md and .png and returns the
     results. ``steps`` of every run (dt = 5e-3), statistics over t >= ``window``; ``smoke``: a 16²
     grid and tiny sizes."""
@@ -118,7 +121,8 @@ def run(out: Path, smoke: bool = False, steps: int = 10_000, window: float = 10.
     if smoke:
         params = dataclasses.replace(PARAMS, n=16)
         steps, window, finetune_steps = 200, 0.5, 3
-    results: dict = {"flowsci": flowsci.__version__, "torch": torch.__version__, "machine": platform.processor()
+    results: dict = {"flowsci": flowsci.__version__, "torch": torch.__version__,
+                     "machine": platform.processor()
                      or platform.machine(), "threads": 1, "params": dataclasses.asdict(params), "tol": TOL,
                      "steps": steps, "window_start": window}
 
@@ -136,9 +140,11 @@ def run(out: Path, smoke: bool = False, steps: int = 10_000, window: float = 10.
     results["cost_ms"] = {}
     for d in (2, 3):
         D, E = points(tests[d], 4096 if d == 2 else 1024)
-        closures = {"learned": learned[d], "bingham": make_closure(f"bingham{d}d"), "quadratic": make_closure("quadratic")}
+        closures = {"learned": learned[d], "bingham": make_closure(f"bingham{d}d"),
+                    "quadratic": make_closure("quadratic")}
         ms = cost_per_call(closures, D, E, repeats=3 if smoke else 20)
-        results["cost_ms"][f"d{d}"] = {"points": len(D), **ms, "learned_over_bingham": ms["learned"] / ms["bingham"]}
+        results["cost_ms"][f"d{d}"] = {"points": len(D), **ms,
+                                       "learned_over_bingham": ms["learned"] / ms["bingham"]}
         print(f"   d = {d}: {results['cost_ms'][f'd{d}']}", flush=True)
 
     print("3. a posteriori", flush=True)
@@ -214,26 +220,30 @@ def report(results: dict, out: Path) -> None:
     for d, rows in results["a_priori"].items():
         lines += [f"| {d[1]} | {label} | {row['SE']:.4f} | {row['SD']:.4f} |" for label, row in rows.items()]
     lines += ["", "## Cost per closure call (ms, median; no gradients)", "",
-              "| d | points | learned | Bingham | quadratic | learned / Bingham |", "|---|---|---|---|---|---|"]
+              "| d | points | learned | Bingham | quadratic | learned / Bingham |",
+              "|---|---|---|---|---|---|"]
     for d, row in results["cost_ms"].items():
         lines.append(f"| {d[1]} | {row['points']} | {row['learned']:.2f} | {row['bingham']:.2f} | "
                      f"{row['quadratic']:.2f} | {row['learned_over_bingham']:.2f} |")
     ft = results["fine_tuning"]
     lines += ["", f"## A posteriori: {p['n']}², L = {p['length']:g}, α = {p['alpha']:g}, β = {p['beta']:g}, "
               f"ζ = {p['zeta']:g}, d_T = {p['d_t']:g}, d_R = {p['d_r']:g}, dt = {p['dt']:g}", "",
-              f"Fine-tuning: {len(ft['losses'])} Adam steps on {ft['n_starts']} start states of a Bingham run "
-              f"(seed 1), {ft['n_unroll']} unrolled steps each; unrolled loss {ft['unrolled_loss_before']:.3g} → "
-              f"{ft['unrolled_loss_after']:.3g} in {ft['seconds']:.0f} s; a-priori errors after: S:E "
-              f"{ft['a_priori_after']['SE']:.4f}, S:D {ft['a_priori_after']['SD']:.4f}.", "",
+              f"Fine-tuning: {len(ft['losses'])} Adam steps on {ft['n_starts']} start states of a Bingham "
+              f"run (seed 1), {ft['n_unroll']} unrolled steps each; unrolled loss "
+              f"{ft['unrolled_loss_before']:.3g} → {ft['unrolled_loss_after']:.3g} in {ft['seconds']:.0f} s; "
+              f"a-priori errors after: S:E {ft['a_priori_after']['SE']:.4f}, "
+              f"S:D {ft['a_priori_after']['SD']:.4f}.", "",
               f"Statistics over t ∈ [{results['window_start']:g}, {results['steps'] * p['dt']:g}] (seed 0), "
               "differences relative to the Bingham run; spectrum: max ratio over 0 < k < k_max/3.", "",
-              "| closure | steps run | ms/step | mean abs(u) | Δ | order parameter | Δ | spectrum ratio | stopped |",
+              "| closure | steps run | ms/step | mean abs(u) | Δ | order parameter | Δ | "
+              "spectrum ratio | stopped |",
               "|---|---|---|---|---|---|---|---|---|"]
     for name, row in results["a_posteriori"].items():
         if "difference" in row:
             diff = row["difference"]
-            cells = (f"{row['mean_speed']:.4f} | {100 * diff['mean_speed']:.1f} % | {row['order_parameter']:.4f} | "
-                     f"{100 * diff['order_parameter']:.1f} % | {diff['spectrum']:.2f}")
+            cells = (f"{row['mean_speed']:.4f} | {100 * diff['mean_speed']:.1f} % | "
+                     f"{row['order_parameter']:.4f} | {100 * diff['order_parameter']:.1f} % | "
+                     f"{diff['spectrum']:.2f}")
         else:
             cells = "— | — | — | — | —"
         stopped = (row["error"] or "").replace("|", "/")[:80] or "no"

@@ -47,7 +47,8 @@ from domains.lpinn.reference import grid, reference_solution  # noqa: E402
 YAML = REPO / "domains" / "lpinn.yaml"
 PEER = "deepxde-pinn"
 SCORES = ("rel_l2", "adam_rel_l2", "lbfgs_iterations", "train_seconds", "steps_to_target")
-TABLES = {"rel_l2": ("rel-L2 after Adam + L-BFGS", "{:.2e}"), "adam_rel_l2": ("rel-L2 after Adam alone", "{:.2e}"),
+TABLES = {"rel_l2": ("rel-L2 after Adam + L-BFGS", "{:.2e}"),
+          "adam_rel_l2": ("rel-L2 after Adam alone", "{:.2e}"),
           "lbfgs_iterations": ("L-BFGS iterations (budget {lbfgs})", "{:.0f}"),
           "train_seconds": ("training wall-clock, s", "{:.0f}"),
           "steps_to_target": ("optimiser steps to rel-L2 ≤ {target} (— never)", "{:.0f}")}
@@ -61,7 +62,8 @@ def deepxde_run(beta: float, seed: int, adam_steps: int, lbfgs_steps: int, lr: f
     import deepxde as dde
 
     dde.config.set_random_seed(seed)
-    domain = dde.geometry.GeometryXTime(dde.geometry.Interval(0.0, 2 * math.pi), dde.geometry.TimeDomain(0.0, 1.0))
+    domain = dde.geometry.GeometryXTime(dde.geometry.Interval(0.0, 2 * math.pi),
+                                        dde.geometry.TimeDomain(0.0, 1.0))
 
     def residual(xt, u):
         return dde.grad.jacobian(u, xt, i=0, j=1) + beta * dde.grad.jacobian(u, xt, i=0, j=0)
@@ -98,14 +100,16 @@ def deepxde_run(beta: float, seed: int, adam_steps: int, lbfgs_steps: int, lr: f
             "train_seconds": adam_seconds + lbfgs_seconds, "steps_to_target": math.nan}
 
 
-def flowsci_rows(betas: list[float], seeds: list[int], overrides: list[str], sweep_dir: Path, workers: int) -> list[dict]:
+def flowsci_rows(betas: list[float], seeds: list[int], overrides: list[str], sweep_dir: Path,
+                 workers: int) -> list[dict]:
     """Run (or reuse) the flowsci sweep restricted to ``betas`` × ``seeds``; one row per run."""
     sweep = load_sweep(YAML, overrides)
     sweep.grid["domain.beta"] = betas
     sweep.grid["seed"] = seeds
     runs = sweep.runs()
     run_sweep(sweep, sweep_dir, workers=workers)
-    return [{"method": row["method"], "beta": float(row["_values"]["domain.beta"]), "seed": int(row["_values"]["seed"]),
+    return [{"method": row["method"], "beta": float(row["_values"]["domain.beta"]),
+             "seed": int(row["_values"]["seed"]),
              **{k: float(row[k]) for k in SCORES}} for row in collect(sweep, sweep_dir, runs)]
 
 
@@ -157,10 +161,12 @@ def report(results: dict, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--betas", nargs="+", type=float, default=[1.0, 10.0, 20.0, 30.0, 40.0, 60.0, 80.0])
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
-    parser.add_argument("--workers", type=int, default=2, help="runs trained in parallel (1 torch thread each)")
+    parser.add_argument("--workers", type=int, default=2,
+                        help="runs trained in parallel (1 torch thread each)")
     parser.add_argument("--sweep-dir", type=Path, default=REPO / "runs" / "lpinn-sweep",
                         help="the flowsci sweep's directory (shared with `flowsci sweep domains/lpinn.yaml`)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "lpinn.json")
@@ -172,13 +178,14 @@ def main() -> None:
         return
     overrides = []
     if args.smoke:
-        overrides = ["train.steps=3", "train.lbfgs.steps=2", "train.eval_every=3", "domain.n_x=32", "domain.n_t=8",
-                     "eval.n_x=32", "eval.n_t=8"]
+        overrides = ["train.steps=3", "train.lbfgs.steps=2", "train.eval_every=3", "domain.n_x=32",
+                     "domain.n_t=8", "eval.n_x=32", "eval.n_t=8"]
         args.betas, args.seeds = args.betas[:2], args.seeds[:1]
         scratch = Path(tempfile.mkdtemp())
         args.sweep_dir, args.out = scratch / "lpinn-sweep", scratch / "lpinn.json"
     base = load_sweep(YAML, overrides).base
-    budget = {"adam": base["train"]["steps"], "lbfgs": base["train"]["lbfgs"]["steps"], "lr": base["train"]["lr"]}
+    budget = {"adam": base["train"]["steps"], "lbfgs": base["train"]["lbfgs"]["steps"],
+              "lr": base["train"]["lr"]}
     target = float(load_sweep(YAML).target["below"])
 
     rows = flowsci_rows(args.betas, args.seeds, overrides, args.sweep_dir, args.workers)
@@ -192,8 +199,8 @@ def main() -> None:
                   f"({rows[-1]['lbfgs_iterations']:.0f} L-BFGS iterations)", flush=True)
     methods = sorted({r["method"] for r in rows} - {PEER}) + [PEER]
     results = {"rows": rows, "methods": methods, "seeds": args.seeds, "budget": budget, "target": target,
-               "threads": 1, "workers": args.workers, "flowsci": flowsci.__version__, "torch": torch.__version__,
-               "machine": platform.processor() or platform.machine(),
+               "threads": 1, "workers": args.workers, "flowsci": flowsci.__version__,
+               "torch": torch.__version__, "machine": platform.processor() or platform.machine(),
                "command": " ".join(["python", "bench/lpinn.py", *sys.argv[1:]])}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=1))

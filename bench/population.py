@@ -39,12 +39,12 @@ from flowsci.training import train
 REPO = Path(__file__).resolve().parents[1]
 YAML = REPO / "domains" / "population.yaml"
 METHODS = {
-    "MFM-gcn": ["model.conditioning=population", "model.embedder={name: gcn_embedder, hidden: 64, out_dim: 64, "
-                "layers: 3, k: 10}"],
+    "MFM-gcn": ["model.conditioning=population", "model.embedder={name: gcn_embedder, hidden: 64, "
+                "out_dim: 64, layers: 3, k: 10}"],
     "MFM-deepsets": ["model.conditioning=population", "model.embedder={name: deepsets_embedder, hidden: 64, "
                      "out_dim: 64, layers: 2}"],
-    "MFM-attention": ["model.conditioning=population", "model.embedder={name: attention_embedder, hidden: 64, "
-                      "out_dim: 64, heads: 4}"],
+    "MFM-attention": ["model.conditioning=population", "model.embedder={name: attention_embedder, "
+                      "hidden: 64, out_dim: 64, heads: 4}"],
     "FM": ["model.conditioning=none"],
     "CGFM": ["model.conditioning=identity"],
 }
@@ -62,11 +62,14 @@ def run_one(dataset: str, method: str, overrides: list[str], threads: int) -> di
     start = time.perf_counter()
     result = train(cfg, Path(tempfile.mkdtemp()) / f"{dataset}-{method}", progress=False)
     seconds = time.perf_counter() - start
-    row = {"dataset": dataset, "method": method, "train_seconds_with_eval": seconds, "scores": {}, "references": {}}
+    row = {"dataset": dataset, "method": method, "train_seconds_with_eval": seconds, "scores": {},
+           "references": {}}
     for split in SPLITS[dataset]:
-        row["scores"][split] = {s: result.metrics[f"{split}_{s}"] for s in SCORES if f"{split}_{s}" in result.metrics}
+        row["scores"][split] = {s: result.metrics[f"{split}_{s}"] for s in SCORES
+                                if f"{split}_{s}" in result.metrics}
         row["references"][split] = {ref: {s: result.metrics[f"{split}_ref_{ref}_{s}"] for s in SCORES
-                                          if f"{split}_ref_{ref}_{s}" in result.metrics} for ref in REFERENCES}
+                                          if f"{split}_ref_{ref}_{s}" in result.metrics}
+                                    for ref in REFERENCES}
     return row
 
 
@@ -85,7 +88,8 @@ def report(results: dict, out: Path) -> None:
             cells = " | ".join(f"{r['scores'][s]['w2']:.3f} | {r['scores'][s]['mmd']:.4f}" for s in splits)
             lines.append(f"| {r['method']} | {cells} | {r['train_seconds_with_eval']:.0f} |")
         for ref in REFERENCES:
-            cells = " | ".join(f"{rows[0]['references'][s][ref]['w2']:.3f} | {rows[0]['references'][s][ref]['mmd']:.4f}"
+            cells = " | ".join(f"{rows[0]['references'][s][ref]['w2']:.3f} | "
+                               f"{rows[0]['references'][s][ref]['mmd']:.4f}"
                                for s in splits)
             lines.append(f"| *{ref.replace('_', ' ')}* | {cells} | – |")
         if "r" in rows[0]["scores"][splits[-1]]:
@@ -117,7 +121,8 @@ def report(results: dict, out: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", nargs="+", choices=list(DATASETS), default=list(DATASETS))
     parser.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     parser.add_argument("--steps", type=int, help="training steps (default: the YAML's train.steps)")
@@ -136,7 +141,8 @@ def main() -> None:
                  "train.checkpoint_every=100000"]
     if args.smoke:  # never overwrites the real results
         args.out = Path(tempfile.mkdtemp()) / "population.json"
-        overrides = ["train.steps=5", "domain.n_rotations=2", "domain.n_patients=4", "domain.held_out_patients=[3]",
+        overrides = ["train.steps=5", "domain.n_rotations=2", "domain.n_patients=4",
+                     "domain.held_out_patients=[3]",
                      "eval.n_populations=3", "sample.steps=2", "train.batch_size=4", "model.width=32",
                      "model.depth=2", "train.checkpoint_every=100000", "train.eval_every=0"]
     jobs = [(d, m) for d in args.dataset for m in args.methods]

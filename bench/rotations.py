@@ -39,7 +39,7 @@ import flowsci
 from flowsci.checkpoint import load_model
 from flowsci.config import config_from_dict, load_config
 from flowsci.flow_matching import Sampler
-from flowsci.plugins import get_domain
+from flowsci.plugins import create_domain
 from flowsci.reflow import generate_pairs
 from flowsci.solvers import Euler, Midpoint
 from flowsci.training import train
@@ -85,7 +85,7 @@ def nfe_table(domain, cfg, model, data) -> dict[str, dict[int, dict[str, float]]
 
 
 def run_so3(args: argparse.Namespace) -> dict:
-    domain = get_domain("rotations")
+    domain = create_domain("rotations")
     results: dict = {"configs": {}}
     runs: dict[str, Path] = {}
     for label, extra in CONFIGS.items():
@@ -93,7 +93,8 @@ def run_so3(args: argparse.Namespace) -> dict:
         result = train(cfg, args.runs / label, progress=True)
         runs[label] = result.run_dir
         data = domain.build_data(cfg)
-        results["configs"][label] = {"overrides": extra, "seconds_per_step": _seconds_per_step(result.run_dir),
+        results["configs"][label] = {"overrides": extra,
+                                     "seconds_per_step": _seconds_per_step(result.run_dir),
                                      "table": nfe_table(domain, cfg, load_model(result.run_dir), data)}
         print(label, _summary(results["configs"][label]["table"]))
     # reflow of qflow on its own filtered samples
@@ -109,7 +110,8 @@ def run_so3(args: argparse.Namespace) -> dict:
     extra = [f"data.pairs={pairs}", "objective.coupling=paired", f"train.init_from={runs['qflow']}",
              f"train.steps={args.reflow_steps}", "train.warmup_steps=0"]
     result = train(load_config(SO3_YAML, [*common(args), *extra]), args.runs / "reqflow", progress=True)
-    results["configs"]["reqflow"] = {"overrides": extra[1:], "seconds_per_step": _seconds_per_step(result.run_dir),
+    results["configs"]["reqflow"] = {"overrides": extra[1:],
+                                     "seconds_per_step": _seconds_per_step(result.run_dir),
                                      "pair_seconds": pair_seconds,
                                      "table": nfe_table(domain, cfg, load_model(result.run_dir), data)}
     print("reqflow", _summary(results["configs"]["reqflow"]["table"]))
@@ -120,7 +122,7 @@ def run_so3(args: argparse.Namespace) -> dict:
 
 
 def run_backbones(args: argparse.Namespace) -> dict:
-    domain = get_domain("backbones")
+    domain = create_domain("backbones")
     base = [f"train.steps={args.backbone_steps}", "train.eval_every=0", "eval.timing_steps=[500,50]"]
     if args.smoke:
         base += ["domain.source=synthetic", "domain.length=16", "model.dim=16", "model.depth=1",
@@ -132,24 +134,28 @@ def run_backbones(args: argparse.Namespace) -> dict:
     many, few = cfg.eval.timing_steps
     rows = {"flow": _backbone_row(domain, cfg, model, data, many)}
     pairs = args.runs / "backbone-pairs.h5"
-    accept = None if args.smoke else domain.reflow_filter(cfg, data)  # an untrained smoke model passes nothing
+    # an untrained smoke model passes nothing
+    accept = None if args.smoke else domain.reflow_filter(cfg, data)
     generate_pairs(model, domain.source(cfg), args.backbone_pairs, pairs, sampler=domain.sampler(cfg),
                    batch_size=64, seed=cfg.seed, accept=accept, progress=True)
     extra = [f"data.pairs={pairs}", "objective.coupling=paired", f"train.init_from={teacher.run_dir}",
              f"train.steps={args.backbone_reflow_steps}", "train.warmup_steps=0", "sample.schedule=null"]
-    rectified = train(load_config(BACKBONES_YAML, [*base, *extra]), args.runs / "backbones-reflow", progress=True)
+    rectified = train(load_config(BACKBONES_YAML, [*base, *extra]), args.runs / "backbones-reflow",
+                      progress=True)
     cfg_rect = load_config(rectified.run_dir / "config.yaml")
     rectified_model = load_model(rectified.run_dir)
     rows["flow, few steps"] = _backbone_row(domain, cfg, model, data, few)
     rows["rectified"] = _backbone_row(domain, cfg_rect, rectified_model, data, few)
-    rows["test data"] = {k.removesuffix("_test"): v for k, v in rows["flow"]["metrics"].items() if k.endswith("_test")}
+    rows["test data"] = {k.removesuffix("_test"): v for k, v in rows["flow"]["metrics"].items()
+                         if k.endswith("_test")}
     return {"rows": rows, "many_steps": many, "few_steps": few}
 
 
 def _backbone_row(domain, cfg, model, data, steps: int) -> dict:
     cfg = config_from_dict(cfg.to_dict(), [f"sample.steps={steps}", f"eval.timing_steps=[{steps}]"])
     metrics = domain.evaluate(model, data, cfg)
-    return {"steps": steps, "metrics": metrics, "seconds_per_structure": metrics[f"seconds_per_structure_steps{steps}"]}
+    return {"steps": steps, "metrics": metrics,
+            "seconds_per_structure": metrics[f"seconds_per_structure_steps{steps}"]}
 
 
 def _seconds_per_step(run: Path) -> float:
@@ -167,25 +173,32 @@ def markdown(results: dict) -> str:
     lines = []
     so3 = results.get("so3")
     if so3:
-        lines += [f"Geodesic W2 (rad) between {results['n']} generated and {results['n']} test rotations, the mean "
-                  f"over 3 draws; floor (validation vs test) **{so3['floor']:.3f}** ± {so3['floor_std']:.3f}, "
-                  f"ceiling (Haar vs test) {so3['ceiling']:.3f}. Seconds per 1000 samples in brackets.", ""]
-        nfes = sorted({nfe for c in so3["configs"].values() for rows in c["table"].values() for nfe in map(int, rows)})
+        lines += [f"Geodesic W2 (rad) between {results['n']} generated and {results['n']} test rotations, "
+                  f"the mean over 3 draws; floor (validation vs test) **{so3['floor']:.3f}** ± "
+                  f"{so3['floor_std']:.3f}, ceiling (Haar vs test) {so3['ceiling']:.3f}. "
+                  "Seconds per 1000 samples in brackets.", ""]
+        nfes = sorted({nfe for c in so3["configs"].values() for rows in c["table"].values()
+                       for nfe in map(int, rows)})
         lines += ["| configuration | solver | " + " | ".join(f"NFE {k}" for k in nfes) + " |",
                   "|---|---|" + "---|" * len(nfes)]
         for label, config in so3["configs"].items():
             for solver, rows in config["table"].items():
                 rows = {int(k): v for k, v in rows.items()}
-                cells = [f"{rows[k]['w2']:.3f} ({rows[k]['seconds_per_1000']:.2f})" if k in rows else "" for k in nfes]
+                cells = [f"{rows[k]['w2']:.3f} ({rows[k]['seconds_per_1000']:.2f})" if k in rows else ""
+                         for k in nfes]
                 lines.append(f"| {label} | {solver} | " + " | ".join(cells) + " |")
         lines.append("")
     bb = results.get("backbones")
     if bb:
         lines += ["| backbones | steps | CA-CA valid | CA-CA mean dev (Å) | clash rate | Rg (Å) | "
-                  "W1 CA(i,i+2) (Å) | W1 CA(i,i+3) (Å) | s / structure |", "|---|---|---|---|---|---|---|---|---|"]
+                  "W1 CA(i,i+2) (Å) | W1 CA(i,i+3) (Å) | s / structure |",
+                  "|---|---|---|---|---|---|---|---|---|"]
         for label, row in bb["rows"].items():
             m = row.get("metrics", row)
-            fmt = lambda key, f="{:.3f}": f.format(m[key]) if key in m else "–"  # noqa: E731
+
+            def fmt(key: str, f: str = "{:.3f}", m: dict = m) -> str:
+                return f.format(m[key]) if key in m else "–"
+
             lines.append(f"| {label} | {row.get('steps', '–')} | {fmt('ca_ca_valid_fraction')} | "
                          f"{fmt('ca_ca_deviation')} | {fmt('clash_rate')} | {fmt('rg_mean', '{:.1f}')} | "
                          f"{fmt('w1_ca_i2')} | {fmt('w1_ca_i3')} | "
@@ -234,7 +247,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench_rotations")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes (checks the script)")
-    parser.add_argument("--report", type=Path, metavar="JSON", help="rebuild the Markdown and PNG from a JSON")
+    parser.add_argument("--report", type=Path, metavar="JSON",
+                        help="rebuild the Markdown and PNG from a JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -247,7 +261,8 @@ def main() -> None:
             args.steps, args.n, args.pairs, args.reflow_steps = 60, 300, 600, 20
             args.backbone_steps, args.backbone_pairs, args.backbone_reflow_steps = 4, 16, 2
         results = json.loads(json_path.read_text()) if json_path.exists() else {}
-        results.update({"flowsci": flowsci.__version__, "torch": torch.__version__, "machine": platform.processor()
+        results.update({"flowsci": flowsci.__version__, "torch": torch.__version__,
+                        "machine": platform.processor()
                         or platform.machine(), "threads": args.threads, "n": args.n, "command": " ".join(
                             ["python bench/rotations.py", *sys.argv[1:]])})
         if args.backbones:

@@ -5,7 +5,7 @@ initial weights for a given seed) with Adam 1e-3 on the same batches (256 fresh 
 target points per step), one step each in turn so that background load hits all alike.
 
 Data: source = 8 Gaussians at radius 5 with per-axis std 0.1**0.25 (torchcfm's covariance
-quirk, flow_engines.md §2.2; ``flowsci_domains.toy2d.distributions``); target = scikit-learn's
+quirk, Tong et al. 2024; ``flowsci_domains.toy2d.distributions``); target = scikit-learn's
 make_moons recipe (evenly spaced angles on each half circle, Gaussian noise 0.2), scaled
 3x - 1, written out here so that scikit-learn is not needed. (toy2d's own moons draw the
 angles at random, an i.i.d. sample of the same limit; two such sets of 1000 points are
@@ -41,6 +41,7 @@ from torch import nn
 from torch.optim.swa_utils import AveragedModel
 
 from flowsci.couplings import IndependentCoupling, OTCoupling, PairedCoupling
+from flowsci.ema import ema_update
 from flowsci.flow_matching import FlowMatching, Sampler
 from flowsci.losses import MSELoss
 from flowsci.metrics import straightness, wasserstein
@@ -48,7 +49,6 @@ from flowsci.paths import linear_path
 from flowsci.reflow import generate_pairs
 from flowsci.solvers import Dopri5, Euler, Midpoint, uniform_grid
 from flowsci.timesteps import UniformTime
-from flowsci.training import ema_update
 from flowsci_domains.toy2d.distributions import eight_gaussians
 
 NFES = (1, 2, 4, 8, 16, 64)
@@ -82,7 +82,8 @@ class MLP(nn.Module):
 
 
 class Source:
-    def sample(self, n: int, *, generator: torch.Generator | None = None, device: str = "cpu") -> torch.Tensor:
+    def sample(self, n: int, *, generator: torch.Generator | None = None,
+               device: str = "cpu") -> torch.Tensor:
         return eight_gaussians(n, generator).to(device)
 
 
@@ -142,7 +143,7 @@ def train_round_robin(losses: dict, steps: int, seed: int, pairs: dict | None = 
         optims[name] = torch.optim.Adam(models[name].parameters(), lr=1e-3)
         emas[name] = AveragedModel(models[name], multi_avg_fn=functools.partial(ema_update, decay=0.999))
     g = torch.Generator().manual_seed(seed)
-    for step in range(steps):
+    for _ in range(steps):
         x0, x1 = eight_gaussians(BATCH, g), moons(BATCH, g)
         for name, loss_fn in losses.items():
             if pairs and name in pairs["names"]:
@@ -181,7 +182,8 @@ def evaluate(model: nn.Module) -> dict:
         dopri_nfe.append(result.nfe)
         trajectory = Sampler(Euler(), 100).sample(model, x0, trajectory=True).trajectory
         s_values.append(straightness(trajectory))
-    summary = {solver: {str(k): float(np.mean(v)) for k, v in table.items()} for solver, table in rows.items()}
+    summary = {solver: {str(k): float(np.mean(v)) for k, v in table.items()}
+               for solver, table in rows.items()}
     summary["dopri5"]["nfe"] = float(np.mean(dopri_nfe))
     summary["straightness"] = float(np.mean(s_values))
     return summary
@@ -191,7 +193,8 @@ def floor() -> float:
     values = []
     for eval_seed in EVAL_SEEDS:
         g = torch.Generator().manual_seed(eval_seed)
-        values.append(wasserstein(moons(N_EVAL, g), moons(N_EVAL, torch.Generator().manual_seed(eval_seed + 7))))
+        values.append(wasserstein(moons(N_EVAL, g),
+                                  moons(N_EVAL, torch.Generator().manual_seed(eval_seed + 7))))
     return float(np.mean(values))
 
 
@@ -270,7 +273,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=50_000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default="bench/results")
-    parser.add_argument("--report", metavar="JSON", help="redraw the PNG and print the table of an earlier run")
+    parser.add_argument("--report", metavar="JSON",
+                        help="redraw the PNG and print the table of an earlier run")
     args = parser.parse_args()
     if args.report:  # redraw the figure and the table of an earlier run
         results = json.loads(Path(args.report).read_text())
@@ -293,7 +297,8 @@ def main() -> None:
         models.update(reflowed)
         for name, model in models.items():
             step_times = times[name.removesuffix(" + EMA")]
-            row = {"seed": seed, "step_ms": 1e3 * statistics.median(step_times[WARMUP:]), "eval": evaluate(model)}
+            row = {"seed": seed, "step_ms": 1e3 * statistics.median(step_times[WARMUP:]),
+                   "eval": evaluate(model)}
             results["variants"].setdefault(name, []).append(row)
             print(f"seed {seed} {name:<22} {row['step_ms']:.2f} ms/step  W2 euler "
                   + " ".join(f"{k}:{row['eval']['euler'][str(k)]:.3f}" for k in NFES)

@@ -33,7 +33,7 @@ from matplotlib.figure import Figure
 
 import flowsci
 from flowsci.config import config_from_dict, load_config
-from flowsci.plugins import build_model, get_domain, register_model
+from flowsci.plugins import build_model, create_domain, register_model
 from flowsci.training import train
 from flowsci_domains.turbulence.domain import rollout_statistics
 from flowsci_domains.turbulence.generate import coarse_solver_rollout
@@ -197,16 +197,17 @@ def figure(rows: list[dict], runs: dict[str, torch.Tensor], reference: torch.Ten
 
 
 def markdown(rows: list[dict], header: str, flow: bool = False) -> str:
-    columns = [("model", "model", "{}"), ("parameters", "params", "{:,}"), ("seconds_per_epoch", "s/epoch", "{:.1f}"),
-               ("one_step_rel_l2", "one-step", "{:.3f}")]
+    columns = [("model", "model", "{}"), ("parameters", "params", "{:,}"),
+               ("seconds_per_epoch", "s/epoch", "{:.1f}"), ("one_step_rel_l2", "one-step", "{:.3f}")]
     if flow:
-        columns += [("one_step_mean_rel_l2", "one-step (ensemble mean)", "{:.3f}"), ("one_step_crps", "CRPS", "{:.3f}"),
-                    ("one_step_spread_skill", "spread/skill", "{:.2f}"),
+        columns += [("one_step_mean_rel_l2", "one-step (ensemble mean)", "{:.3f}"),
+                    ("one_step_crps", "CRPS", "{:.3f}"), ("one_step_spread_skill", "spread/skill", "{:.2f}"),
                     ("rollout_spread_skill_step10", "spread/skill@10", "{:.2f}")]
     columns += [(f"rollout_rel_l2_step{s}", f"rollout@{s}", "{:.3f}") for s in ERROR_STEPS]
     columns += [("spectrum_max_rel_error", "max spectrum err k≤8", "{:.2f}"),
                 ("enstrophy_ratio", "enstrophy ratio", "{:.2f}"), ("seconds_per_step", "ms/step", "{:.1f}"),
-                ("speedup", "speed-up vs DNS", "{:.1f}×"), ("speedup_batch16", "speed-up, batch 16", "{:.1f}×")]
+                ("speedup", "speed-up vs DNS", "{:.1f}×"),
+                ("speedup_batch16", "speed-up, batch 16", "{:.1f}×")]
     lines = [header, "", "| " + " | ".join(c[1] for c in columns) + " |", "|" + "---|" * len(columns)]
     for row in rows:
         cells = []
@@ -233,7 +234,8 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="tiny data and few steps (checks the script)")
     parser.add_argument("--models", nargs="*", help="labels to run (default: all)")
     parser.add_argument("--report", type=Path, metavar="JSON",
-                        help="rebuild the table, baseline rows and figure of a finished benchmark from its JSON and runs")
+                        help="rebuild the table, baseline rows and figure of a finished benchmark from "
+                             "its JSON and runs")
     parser.add_argument("--flow", action="store_true",
                         help="the flow-matching IFactFormer-m surrogate instead (turbulence_flow.*)")
     args = parser.parse_args()
@@ -246,7 +248,7 @@ def main() -> None:
     except ImportError:
         have_neuralop = False
 
-    domain = get_domain("turbulence")
+    domain = create_domain("turbulence")
     if args.report:
         report(args.report, domain)
         return
@@ -259,7 +261,8 @@ def main() -> None:
     for label, (name, params, extra) in table.items():
         if args.models and label not in args.models:
             continue
-        print(f"--- {label}: {name} {params} ({parameters(name, params):,} parameters, {steps} steps)", flush=True)
+        print(f"--- {label}: {name} {params} ({parameters(name, params):,} parameters, {steps} steps)",
+              flush=True)
         row = train_model(label, name, params, extra, args, steps)
         row["seconds_per_epoch"] = _seconds_per_step(Path(row["run"])) * pairs / args.batch_size
         rows.append(row)
@@ -271,7 +274,8 @@ def main() -> None:
     reference = data.test.tensors["trajectory"]
     stem = "turbulence" + ("_flow" if args.flow else "") + ("_smoke" if args.smoke else "")
     hardware = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
-                "torch": torch.__version__, "flowsci": flowsci.__version__, "python": platform.python_version()}
+                "torch": torch.__version__, "flowsci": flowsci.__version__,
+                "python": platform.python_version()}
     record = {"command": " ".join(["python", "bench/turbulence.py", *sys.argv[1:]]), "hardware": hardware,
               "epochs": args.epochs, "batch_size": args.batch_size, "steps": steps, "train_pairs": pairs,
               "data": data.meta.attrs, "neuraloperator": have_neuralop, "rows": rows}
@@ -305,8 +309,8 @@ def report(path: Path, domain) -> None:
         path.write_text(json.dumps(record, indent=2, default=str) + "\n")
     hardware = record["hardware"]
     header = (f"`{record['command']}` — {record['steps']} steps × batch {record['batch_size']} = "
-              f"{record['epochs']:g} epochs of {record['train_pairs']} pairs, {hardware['threads']} thread(s), "
-              f"torch {hardware['torch']}")
+              f"{record['epochs']:g} epochs of {record['train_pairs']} pairs, "
+              f"{hardware['threads']} thread(s), torch {hardware['torch']}")
     path.with_suffix(".md").write_text(markdown(rows, header, flow))
     figure(rows, runs, data.test.tensors["trajectory"], path.with_suffix(".png"))
     print(markdown(rows, header, flow))

@@ -86,7 +86,7 @@ def load_model(path: str | os.PathLike, *, ema: bool = True,
     checkpoint is used). ``ema=True`` loads the EMA weights when the checkpoint has them.
     The model is in eval mode.
     """
-    from flowsci.plugins import build_model
+    from flowsci.registry import build_model
 
     path = Path(path)
     if path.is_dir():

@@ -1,13 +1,15 @@
-"""The ``flowsci`` command line: train, sweep, sample, eval, reflow, data make, list.
+"""The ``flowsci`` command line: train, resume, sweep, sample, eval, reflow, data make, list.
 
 User errors (missing file, bad key, unknown name, corrupt checkpoint) exit with code 2 and one
-message, without a traceback.
+message, without a traceback. Library messages go to stderr (:mod:`flowsci.logs`): ``-q``
+keeps warnings only, ``-v`` adds debug messages.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -20,6 +22,9 @@ EXIT_USER_ERROR = 2
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from flowsci.logs import configure_logging
+
+    configure_logging(logging.WARNING if args.quiet else logging.DEBUG if args.verbose else logging.INFO)
     try:
         return args.handler(args)
     except UserError as exc:
@@ -29,7 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"flowsci: training stopped: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("flowsci: interrupted; continue a training run with --resume", file=sys.stderr)
+        print("flowsci: interrupted; continue a training run with `flowsci resume RUN`", file=sys.stderr)
         return 130
 
 
@@ -38,19 +43,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="flowsci", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"flowsci {flowsci.__version__}")
+    add_verbosity(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    verbosity = add_verbosity()  # -q/-v also after COMMAND
 
-    p = sub.add_parser("train", help="train a config: flowsci train CONFIG [key=value ...]")
-    p.add_argument("config", help="YAML config file, e.g. domains/toy2d.yaml")
+    def command(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[verbosity], **kwargs)
+
+    p = command("train", help="train a config: flowsci train CONFIG [key=value ...]")
+    p.add_argument("config", help="YAML config file, e.g. domains/toy2d.yaml, or a run directory "
+                   "(a new run with that run's config; with --resume, continue that run)")
     p.add_argument("overrides", nargs="*", help="overrides like train.steps=200 model.width=64")
     p.add_argument("--out", help="run directory (default: <train.out_dir>/<config name>-<time>)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out (or the newest run of this config)")
+                   help="continue the run in --out (or the given run directory, or the newest run of "
+                   "this config)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="show a progress bar (default: when stderr is a terminal)")
     p.set_defaults(handler=cmd_train)
 
-    p = sub.add_parser("sweep", help="train every combination of a config's sweep: section, then "
+    p = command("resume", help="continue a run from its directory: flowsci resume RUN "
+                       "[train.steps=N]")
+    p.add_argument("run", help="run directory (holds config.yaml and checkpoints/)")
+    p.add_argument("overrides", nargs="*",
+                   help="only train.steps=N and train.lbfgs.steps=M may change (to train longer)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show a progress bar (default: when stderr is a terminal)")
+    p.set_defaults(handler=cmd_resume)
+
+    p = command("sweep", help="train every combination of a config's sweep: section, then "
                        "write one table and one plot")
     p.add_argument("config", help="YAML config file with a sweep: section, e.g. domains/lpinn.yaml")
     p.add_argument("overrides", nargs="*", help="overrides of the base config (e.g. train.steps=200)")
@@ -61,7 +82,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="progress bars with one worker (default: when stderr is a terminal)")
     p.set_defaults(handler=cmd_sweep)
 
-    p = sub.add_parser("sample", help="draw samples from a trained run")
+    p = command("sample", help="draw samples from a trained run")
     p.add_argument("run", help="run directory")
     p.add_argument("overrides", nargs="*", help="overrides of the run's config (e.g. sample.steps=10)")
     p.add_argument("-n", "--num", type=int, default=1000, help="number of samples")
@@ -69,13 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output .npz (default: RUN/samples/step-<N>.npz)")
     p.set_defaults(handler=cmd_sample)
 
-    p = sub.add_parser("eval", help="evaluate a trained run and write its figures")
+    p = command("eval", help="evaluate a trained run and write its figures")
     p.add_argument("run", help="run directory")
     p.add_argument("overrides", nargs="*", help="overrides of the run's config (e.g. eval.n_samples=500)")
     p.add_argument("--checkpoint", help="checkpoint file (default: the newest of the run)")
     p.set_defaults(handler=cmd_eval)
 
-    p = sub.add_parser("reflow", help="generate (x0, x1) pairs from a trained run for reflow / distillation")
+    p = command("reflow", help="generate (x0, x1) pairs from a trained run for reflow / distillation")
     p.add_argument("run", help="run directory of the teacher flow")
     p.add_argument("overrides", nargs="*", help="overrides of the run's config (e.g. sample.steps=100)")
     p.add_argument("-n", "--num", type=int, default=20000, help="number of pairs")
@@ -86,34 +107,69 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep every pair even if the domain defines a reflow_filter")
     p.set_defaults(handler=cmd_reflow)
 
-    p = sub.add_parser("data", help="data sets")
+    p = command("data", help="data sets")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
-    q = data_sub.add_parser("make", help="generate a config's data set (HDF5)")
+    q = data_sub.add_parser("make", parents=[verbosity], help="generate a config's data set (HDF5)")
     q.add_argument("config")
     q.add_argument("overrides", nargs="*")
     q.add_argument("--force", action="store_true", help="regenerate even if the file exists")
+    q.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show progress bars (default: when stderr is a terminal)")
     q.set_defaults(handler=cmd_data_make)
 
-    p = sub.add_parser("list", help="registered domains, models and engine components")
+    p = command("list", help="registered domains, models and engine components")
     p.add_argument("what", nargs="?", default="all",
-                   help="domains | models | paths | timesteps | couplings | costs | losses | solvers | grids | all")
+                   help="domains | models | paths | timesteps | couplings | costs | losses | solvers | "
+                   "grids | all")
     p.set_defaults(handler=cmd_list)
+    return parser
+
+
+def add_verbosity(parser: argparse.ArgumentParser | None = None) -> argparse.ArgumentParser:
+    """-q/--quiet and -v/--verbose on ``parser`` (a new parent parser when None; there the
+    defaults are left to the main parser, so that ``flowsci -q train`` keeps its -q)."""
+    top = parser is not None
+    parser = parser or argparse.ArgumentParser(add_help=False)
+    parser.add_argument("-q", "--quiet", action="store_true", default=False if top else argparse.SUPPRESS,
+                        help="warnings and errors only")
+    parser.add_argument("-v", "--verbose", action="count", default=0 if top else argparse.SUPPRESS,
+                        help="debug messages")
     return parser
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from flowsci.config import load_config
-    from flowsci.training import TrainingInterrupted, format_metrics, train
+    from flowsci.runs import open_run
 
+    if Path(args.config).is_dir():  # a run directory stands for its resolved config
+        run = open_run(args.config)
+        cfg = run.load_config(args.overrides)
+        out = args.out or (run.path if args.resume else None)
+        return _train(cfg, out, resume=args.resume, progress=args.progress, config_name=cfg.domain)
     cfg = load_config(args.config, args.overrides)
+    return _train(cfg, args.out, resume=args.resume, progress=args.progress,
+                  config_name=Path(args.config).stem)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from flowsci.runs import open_run
+
+    run = open_run(args.run)
+    return _train(run.load_config(args.overrides), run.path, resume=True, progress=args.progress,
+                  config_name=None)
+
+
+def _train(cfg, out: str | Path | None, *, resume: bool, progress: bool | None,
+           config_name: str | None) -> int:
+    """Train (or resume) and print the run directory, its final metrics and figures."""
+    from flowsci.metrics_log import format_metrics
+    from flowsci.training import TrainingInterrupted, train
+
     try:
-        result = train(cfg, args.out, resume=args.resume, progress=args.progress,
-                       config_name=Path(args.config).stem)
+        result = train(cfg, out, resume=resume, progress=progress, config_name=config_name)
     except TrainingInterrupted as stop:
-        overrides = "".join(f" {o}" for o in args.overrides)
         print(f"flowsci: interrupted at step {stop.step}; checkpoint {stop.checkpoint}\n"
-              f"continue with: flowsci train {args.config}{overrides} --out {stop.run_dir} --resume",
-              file=sys.stderr)
+              f"continue with: flowsci resume {stop.run_dir}", file=sys.stderr)
         return 130
     if result.metrics:
         print(f"run: {result.run_dir}")
@@ -143,9 +199,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _load_run(args: argparse.Namespace):
-    """(run, cfg, domain, data, model, checkpoint step) of a run directory."""
+    """(run, cfg, domain, data, model, checkpoint step) of a run directory; the domain is built
+    for this command."""
     from flowsci.checkpoint import latest_checkpoint, load_checkpoint, load_model
-    from flowsci.plugins import get_domain
+    from flowsci.registry import create_domain
     from flowsci.runs import open_run
 
     run = open_run(args.run)
@@ -153,18 +210,23 @@ def _load_run(args: argparse.Namespace):
     path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run.checkpoints)
     step = int(load_checkpoint(path)["step"])
     model = load_model(path, ema=cfg.eval.use_ema)
-    domain = get_domain(cfg.domain)
+    domain = create_domain(cfg.domain)
     return run, cfg, domain, domain.build_data(cfg), model, step
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from flowsci.atomic import atomic_write_text
-    from flowsci.training import EVAL_SEED_OFFSET, format_metrics, isolated_rng, save_figures
+    from flowsci.figures import save_figures
+    from flowsci.metrics_log import format_metrics
+    from flowsci.plugins import Evaluation
+    from flowsci.rng import EVAL_SEED_OFFSET, isolated_rng
 
     run, cfg, domain, data, model, step = _load_run(args)
     with isolated_rng(cfg.seed + EVAL_SEED_OFFSET):
-        metrics = {k: float(v) for k, v in domain.evaluate(model, data, cfg).items()}
-        figures = save_figures(domain.figures(model, data, cfg), run.path / "eval" / f"step-{step:08d}")
+        evaluation = Evaluation.of(domain.evaluate(model, data, cfg))
+        metrics = evaluation.metrics
+        figures = save_figures(domain.figures(model, data, cfg, evaluation=evaluation),
+                               run.path / "eval" / f"step-{step:08d}")
     out = run.path / "eval" / f"step-{step:08d}" / "metrics.json"
     atomic_write_text(out, json.dumps({"step": step, **metrics}, indent=2) + "\n")
     print(f"step {step}: {format_metrics(metrics)}")
@@ -176,7 +238,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
 
     from flowsci.atomic import atomic_open
-    from flowsci.training import seed_everything
+    from flowsci.rng import seed_everything
 
     run, cfg, domain, data, model, step = _load_run(args)
     seed_everything(cfg.seed)
@@ -210,23 +272,25 @@ def cmd_reflow(args: argparse.Namespace) -> int:
 
 def cmd_data_make(args: argparse.Namespace) -> int:
     from flowsci.config import load_config
-    from flowsci.plugins import get_domain
+    from flowsci.data import ensure_data, read_meta
+    from flowsci.data.lifecycle import data_file, generates_data
+    from flowsci.registry import create_domain
 
-    overrides = list(args.overrides) + (["data.regenerate=true"] if args.force else [])
-    cfg = load_config(args.config, overrides)
-    data = get_domain(cfg.domain).build_data(cfg)
-    if data.meta is not None:
-        meta = data.meta
-        splits = ", ".join(f"{k}: {v}" for k, v in meta.splits.items())
-        print(f"{meta.path}: {meta.name} ({splits}; fields {', '.join(meta.fields)})")
-    else:
-        sizes = ", ".join(f"{k}: {len(getattr(data, k))}" for k in ("train", "val", "test"))
-        print(f"data of domain '{cfg.domain}' ready ({sizes})")
+    cfg = load_config(args.config, args.overrides)
+    domain = create_domain(cfg.domain)
+    if not generates_data(domain):
+        raise UserError(f"domain '{cfg.domain}' does not generate data (it has no make_data); its "
+                        "data come from build_data or from a data.path you give")
+    # an explicit data.path is made here (this command is what its error message points to)
+    force = args.force or cfg.data.regenerate or not data_file(domain, cfg).exists()
+    meta = read_meta(ensure_data(domain, cfg, force=force, progress=args.progress))
+    splits = ", ".join(f"{k}: {v}" for k, v in meta.splits.items())
+    print(f"{meta.path}: {meta.name} ({splits}; fields {', '.join(meta.fields)})")
     return 0
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from flowsci.plugins import REGISTRIES
+    from flowsci.registry import REGISTRIES
 
     if args.what != "all" and args.what not in REGISTRIES:
         raise UserError(f"unknown list '{args.what}'; choose one of: all, {', '.join(REGISTRIES)}")

@@ -22,6 +22,7 @@ import yaml
 
 from flowsci.atomic import atomic_write_text
 from flowsci.errors import ConfigError, PluginError, closest
+from flowsci.registry import domain_class, model_parameters
 
 
 @dataclasses.dataclass
@@ -178,8 +179,6 @@ def load_config(path: str | os.PathLike, overrides: Sequence[str] = ()) -> Confi
 def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (),
                      source: str = "<dict>") -> Config:
     """Build a typed :class:`Config` from a nested mapping (a parsed YAML file)."""
-    from flowsci.plugins import get_domain, model_parameters
-
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{source}: the top level must be a mapping of sections {list(TOP_KEYS)}")
     raw = _deep_copy(raw)
@@ -188,7 +187,7 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (),
     if isinstance(raw.get("model"), str):
         raw["model"] = {"name": raw["model"]}
     for item in overrides:
-        _apply_override(raw, item, source)
+        apply_override(raw, item, source)
     raw.pop(SWEEP_KEY, None)
     for key in raw:
         if key not in TOP_KEYS:
@@ -200,7 +199,7 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (),
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{source}: 'domain.name' is required (the registered domain to use)")
     try:
-        domain = get_domain(name)
+        domain = domain_class(name)
     except PluginError as exc:
         raise ConfigError(f"{source}: domain: {exc}") from None
 
@@ -227,7 +226,8 @@ def config_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (),
         if key not in params_spec:
             raise ConfigError(_unknown(source, f"model.{key}", [f"model.{k}" for k in params_spec]))
         annotation = params_spec[key].annotation
-        params[key] = (_untyped(value) if annotation is inspect.Parameter.empty or isinstance(annotation, str)
+        params[key] = (override_value(value)
+                       if annotation is inspect.Parameter.empty or isinstance(annotation, str)
                        else _coerce(value, annotation, f"model.{key}", source))
 
     seed = _coerce(raw.get("seed", 0), int, "seed", source)
@@ -255,7 +255,9 @@ def _deep_copy(value: Any) -> Any:
     return value
 
 
-def _apply_override(raw: dict[str, Any], item: str, source: str) -> None:
+def apply_override(raw: dict[str, Any], item: str, source: str) -> None:
+    """Apply one ``key.path=value`` override to a raw (parsed YAML) config, in place; the value
+    stays a string typed on the command line until the key's type is known."""
     key, sep, value = item.partition("=")
     if not sep or not key:
         raise ConfigError(f"override '{item}' must look like key.path=value (e.g. train.steps=200)")
@@ -308,7 +310,8 @@ def _build(cls: type, values: Mapping[str, Any], where: str, source: str) -> Any
             raise ConfigError(_unknown(source, f"{where}.{key}", [f"{where}.{k}" for k in fields]))
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}", source)
     for name, f in fields.items():
-        if name not in kwargs and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+        if (name not in kwargs and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING):
             raise ConfigError(f"{source}: '{where}.{name}' is required")
     try:
         obj = cls(**kwargs)
@@ -317,7 +320,8 @@ def _build(cls: type, values: Mapping[str, Any], where: str, source: str) -> Any
     return obj
 
 
-def _untyped(value: Any) -> Any:
+def override_value(value: Any) -> Any:
+    """A value typed as an override parsed as YAML (where no type says more); others as they are."""
     return yaml.safe_load(value) if isinstance(value, _Override) else value
 
 
@@ -330,7 +334,7 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
     if tp is Any:
-        return _untyped(value)
+        return override_value(value)
     if origin in (typing.Union, types.UnionType):
         if isinstance(value, str) and value.strip().lower() in ("null", "none", "~") and type(None) in args:
             return None
@@ -383,7 +387,8 @@ def _coerce(value: Any, tp: Any, where: str, source: str) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1",
+                                                                 "false", "no", "off", "0"):
             return value.strip().lower() in ("true", "yes", "on", "1")
         raise fail("true or false")
     if tp is int:

@@ -11,7 +11,8 @@ that travel with their x1. The output is a batch of pairs: x0' and x1' have the 
 
 Ground costs are looked up by name in :data:`COSTS` (``sqeuclidean``, ``euclidean``), passed
 as a callable ``cost(x0, x1) -> (B0, B1)``, or ``geodesic``: the squared geodesic distance of
-the coupling's ``space`` (supplied by :meth:`FlowMatching.from_config <flowsci.flow_matching.FlowMatching.from_config>`).
+the coupling's ``space`` (supplied by
+:meth:`FlowMatching.from_config <flowsci.flow_matching.FlowMatching.from_config>`).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 
 from flowsci.errors import PluginError
-from flowsci.plugins import COSTS
+from flowsci.registry import COSTS
 from flowsci.spaces import Space
 
 Extras = dict[str, torch.Tensor]

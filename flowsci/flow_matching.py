@@ -20,7 +20,7 @@ from flowsci.grids import reverse
 from flowsci.guidance import ConditionDropout, GuidedVelocity
 from flowsci.losses import Loss
 from flowsci.paths.geodesic import RescheduledVelocity
-from flowsci.plugins import COUPLINGS, GRIDS, LOSSES, PATHS, SOLVERS, TIME_SAMPLERS
+from flowsci.registry import COUPLINGS, GRIDS, LOSSES, PATHS, SOLVERS, TIME_SAMPLERS
 from flowsci.solvers import Solver, SolverResult, VelocityFn
 from flowsci.sources import Source
 from flowsci.spaces import Euclidean, Space
@@ -54,7 +54,8 @@ class FlowMatching:
 
     @classmethod
     def from_config(cls, cfg: FlowMatchingConfig, source: Source | None = None,
-                    null: Mapping[str, float | int] | None = None, space: Space | None = None) -> FlowMatching:
+                    null: Mapping[str, float | int] | None = None,
+                    space: Space | None = None) -> FlowMatching:
         """Build each component from its registry; ``null`` gives the null value of each
         condition for classifier-free guidance (needed when ``cfg.p_uncond > 0``). ``space``
         (default: Euclidean) goes to the components that take one (the geodesic path, the
@@ -69,7 +70,8 @@ class FlowMatching:
             dropout = ConditionDropout(cfg.p_uncond, null)
         on_space = {"space": space} if space is not None else {}
         path = PATHS.create(cfg.path, "objective.path", optional=on_space)
-        if space is not None and not isinstance(space, Euclidean) and getattr(path, "space", None) is not space:
+        if (space is not None and not isinstance(space, Euclidean)
+                and getattr(path, "space", None) is not space):
             raise ConfigError(f"objective.path {cfg.path!r} is a Euclidean path; on {space!r} use "
                               "'geodesic' ({name: geodesic, schedule: linear|exp})")
         return cls(path=path,
@@ -107,8 +109,8 @@ class Sampler:
     ``space`` when one is given (the solver then keeps the state on it)."""
 
     def __init__(self, solver: Solver, steps: int = 100, grid: Callable[[int], torch.Tensor] | None = None,
-                 guidance: float = 1.0, null: Mapping[str, float | int] | None = None, space: Space | None = None,
-                 schedule: str | dict | list | None = None):
+                 guidance: float = 1.0, null: Mapping[str, float | int] | None = None,
+                 space: Space | None = None, schedule: str | dict | list | None = None):
         if steps < 1:
             raise ValueError(f"steps must be >= 1, got {steps}")
         if schedule is not None and space is None:
@@ -151,7 +153,8 @@ class Sampler:
     def invert(self, model: torch.nn.Module, x1: torch.Tensor, *, steps: int | None = None,
                trajectory: bool = False, **cond: torch.Tensor) -> SolverResult:
         """x1: (B, *D) at t = 1 -> SolverResult with x at t = 0 (the same grid, reversed)."""
-        return self.solver.integrate(self.velocity(model, **cond), x1, reverse(self.grid(steps or self.steps)),
+        return self.solver.integrate(self.velocity(model, **cond), x1,
+                                     reverse(self.grid(steps or self.steps)),
                                      space=self.space, trajectory=trajectory)
 
 

@@ -22,13 +22,13 @@ from dataclasses import dataclass
 
 import torch
 
-from flowsci.plugins import SOLVERS
+from flowsci.divergence import PROBES, draw_probes, velocity_divergence
+from flowsci.registry import SOLVERS
 from flowsci.solvers import Solver, VelocityFn, check_grid, uniform_grid
 from flowsci.spaces import Euclidean, Space
 from flowsci.spaces.product import Product
 
 DIVERGENCES = ("exact", "hutchinson")
-PROBES = ("rademacher", "gaussian")
 
 
 @dataclass(frozen=True)
@@ -40,47 +40,6 @@ class LikelihoodResult:
     log_p: torch.Tensor
     x0: torch.Tensor
     nfe: int
-
-
-def velocity_divergence(v: torch.Tensor, x: torch.Tensor, probes: torch.Tensor | None, *,
-               create_graph: bool) -> torch.Tensor:
-    """div_x v per sample: v, x: (B, *D) with v computed from x; probes: (P, B, *D) for the
-    Hutchinson estimate mean_p eps_p^T (dv/dx) eps_p, or None for the exact trace (one
-    vector-Jacobian product per dimension of D: cheap for small D, D backward passes for large D).
-    Each row of v must depend only on its own row of x. Returns (B,)."""
-    batch = x.shape[0]
-    if not v.requires_grad:  # v does not depend on x (nor on anything differentiable)
-        return torch.zeros(batch, dtype=x.dtype, device=x.device)
-    if probes is None:
-        v_flat = v.reshape(batch, -1)
-        dims = v_flat.shape[1]
-        terms = []
-        for i in range(dims):
-            (g,) = torch.autograd.grad(v_flat[:, i].sum(), x, retain_graph=create_graph or i < dims - 1,
-                                       create_graph=create_graph, allow_unused=True)
-            terms.append(torch.zeros(batch, dtype=x.dtype, device=x.device) if g is None
-                         else g.reshape(batch, -1)[:, i])
-        return torch.stack(terms, dim=1).sum(dim=1)
-    total = torch.zeros(batch, dtype=x.dtype, device=x.device)
-    for p, eps in enumerate(probes):
-        (g,) = torch.autograd.grad((v * eps).sum(), x, retain_graph=create_graph or p < len(probes) - 1,
-                                   create_graph=create_graph, allow_unused=True)
-        if g is not None:
-            total = total + (g * eps).reshape(batch, -1).sum(dim=1)
-    return total / len(probes)
-
-
-def draw_probes(n_probes: int, like: torch.Tensor, probe: str,
-                generator: torch.Generator | None = None) -> torch.Tensor:
-    """(n_probes, B, *D) Hutchinson probes with E[eps eps^T] = I: random signs ("rademacher")
-    or standard normal entries ("gaussian")."""
-    shape = (n_probes, *like.shape)
-    if probe == "rademacher":
-        signs = torch.randint(0, 2, shape, generator=generator, device=like.device)
-        return (2 * signs - 1).to(like.dtype)
-    if probe == "gaussian":
-        return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
-    raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
 
 
 def log_likelihood(velocity: VelocityFn, x1: torch.Tensor,
@@ -149,7 +108,8 @@ def _manifold_log_likelihood(velocity: VelocityFn, x1: torch.Tensor,
                              generator: torch.Generator | None, differentiable: bool) -> LikelihoodResult:
     """:func:`log_likelihood` on a Space: the state (x, l) lives on space x R."""
     if tuple(x1.shape[1:]) != tuple(space.point_shape):
-        raise ValueError(f"x1 must be (B, *{tuple(space.point_shape)}) points of {space!r}, got {tuple(x1.shape)}")
+        raise ValueError(f"x1 must be (B, *{tuple(space.point_shape)}) points of {space!r}, "
+                         f"got {tuple(x1.shape)}")
     batch = x1.shape[0]
     augmented_space = Product([space, Euclidean(1)])
     probes = (draw_probes(n_probes, x1.new_zeros(batch, space.dim), probe, generator)

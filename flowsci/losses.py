@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from flowsci.plugins import LOSSES
+from flowsci.registry import LOSSES
 
 WeightFn = Callable[[torch.Tensor], torch.Tensor]
 """w(t): (B,) -> (B,), non-negative."""

@@ -31,8 +31,8 @@ from typing import Any, Literal
 import torch
 
 from flowsci.config import ObjectiveConfig
-from flowsci.plugins import TIME_SAMPLERS
 from flowsci.population import assignment, gather_points, sample_indices
+from flowsci.registry import TIME_SAMPLERS
 from flowsci.timesteps import TimeSampler
 
 PAIRINGS = ("natural", "random", "ot")
@@ -85,8 +85,10 @@ class MetaFlowMatching:
             index = sample_indices(mask0, m, n_points=x0.shape[1], batch_size=x0.shape[0], generator=g)
             a, b = gather_points(x0, index), gather_points(x1, index)
         else:
-            a = gather_points(x0, sample_indices(mask0, m, n_points=x0.shape[1], batch_size=len(x0), generator=g))
-            b = gather_points(x1, sample_indices(mask1, m, n_points=x1.shape[1], batch_size=len(x1), generator=g))
+            a = gather_points(x0, sample_indices(mask0, m, n_points=x0.shape[1], batch_size=len(x0),
+                                                 generator=g))
+            b = gather_points(x1, sample_indices(mask1, m, n_points=x1.shape[1], batch_size=len(x1),
+                                                 generator=g))
             if self.pairing == "ot":
                 b = torch.gather(b, 1, assignment(a, b).unsqueeze(-1).expand_as(b))
         if self.base == "gaussian":

@@ -26,7 +26,8 @@ def _flat64(x: torch.Tensor) -> np.ndarray:
 
 def _check_features(xa: np.ndarray, ya: np.ndarray) -> None:
     if xa.shape[1] != ya.shape[1]:
-        raise ValueError(f"x and y must have the same number of features, got {xa.shape[1]} and {ya.shape[1]}")
+        raise ValueError("x and y must have the same number of features, "
+                         f"got {xa.shape[1]} and {ya.shape[1]}")
 
 
 def wasserstein(x: torch.Tensor, y: torch.Tensor, p: int = 2) -> float:

@@ -71,3 +71,8 @@ def read_metrics(path: Path) -> list[tuple[int, str, str, float]]:
             except ValueError:
                 continue
     return rows
+
+
+def format_metrics(metrics: dict[str, float]) -> str:
+    """``name=value`` pairs (4 significant digits) on one line."""
+    return "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())

@@ -1,23 +1,23 @@
-"""The Domain contract and the registries that turn names into classes.
+"""The Domain contract: what a domain plugin provides, and :class:`DomainBase` with its defaults.
 
-Domains and models are found through the entry-point groups ``flowsci.domains`` and
-``flowsci.models`` (first-party plugins use the same groups, declared in flowsci's own
-``pyproject.toml``). Entry points are resolved lazily: listing names imports nothing, and a
-plugin's module is imported the first time its name is looked up. A notebook or a script
-registers in code with :func:`register_domain` / :func:`register_model`.
+A plugin author needs this module only: subclass :class:`DomainBase`, build models with
+:func:`build_model`, and register with :func:`register_domain` / :func:`register_model` (or an
+entry point in the group ``flowsci.domains``). The registries themselves live in
+:mod:`flowsci.registry`; the data lifecycle in :mod:`flowsci.data.lifecycle`. See
+``docs/design.md`` (the Domain contract).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import inspect
-from collections.abc import Callable, Iterator
-from importlib import metadata
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar, runtime_checkable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import torch
 
-from flowsci.errors import PluginError, did_you_mean
+from flowsci.data.lifecycle import LOADER_KEYS, ensure_data
+from flowsci.errors import PluginError
+from flowsci.registry import build_model, create_domain, register_domain, register_model
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -25,7 +25,8 @@ if TYPE_CHECKING:
     from flowsci.config import Config
     from flowsci.data import DataSplits
 
-T = TypeVar("T")
+__all__ = ["Domain", "DomainBase", "Evaluation", "NoSettings", "Objective", "build_model",
+           "create_domain", "register_domain", "register_model"]
 
 
 class Objective(Protocol):
@@ -33,6 +34,22 @@ class Objective(Protocol):
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, float]]: ...
+
+
+@dataclasses.dataclass
+class Evaluation:
+    """What one evaluation produced: scalar ``metrics``, and ``artifacts`` (e.g. rollouts) that
+    the domain's :meth:`~Domain.figures` reuses when it runs at the same step."""
+
+    metrics: dict[str, float]
+    artifacts: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def of(cls, result: dict[str, float] | Evaluation) -> Evaluation:
+        """What ``evaluate`` returned (a metrics dict or an Evaluation), with float metrics."""
+        if isinstance(result, Evaluation):
+            return cls({k: float(v) for k, v in result.metrics.items()}, result.artifacts)
+        return cls({k: float(v) for k, v in result.items()})
 
 
 @runtime_checkable
@@ -43,16 +60,26 @@ class Domain(Protocol):
     the ``data``, ``objective``, ``sample`` and ``eval`` sections by subclassing the base
     dataclasses of :mod:`flowsci.config` and naming them ``DataSettings``,
     ``ObjectiveSettings``, ``SampleSettings`` and ``EvalSettings``.
+
+    Every run builds its own instance (no argument), so an instance may keep per-run state.
+    A domain that generates its data set implements ``make_data`` (optional): the engine then
+    makes the data file before ``build_data`` (:func:`flowsci.data.ensure_data`, with
+    ``data_settings`` and ``data_name``), and ``build_data`` reads ``data_file(cfg)``. A domain
+    without ``make_data`` builds its data in ``build_data`` or reads a given ``data.path``.
     """
 
     name: str
     Settings: type
 
+    def data_settings(self, cfg: Config) -> dict[str, Any]: ...
+    def data_name(self, cfg: Config) -> str: ...
     def build_data(self, cfg: Config) -> DataSplits: ...
     def build_model(self, cfg: Config) -> torch.nn.Module: ...
     def build_objective(self, cfg: Config) -> Objective: ...
-    def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, float]: ...
-    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]: ...
+    def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config
+                 ) -> dict[str, float] | Evaluation: ...
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
+                evaluation: Evaluation | None = None) -> dict[str, Figure]: ...
     def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int
                ) -> dict[str, torch.Tensor]: ...
     def source(self, cfg: Config) -> Any: ...
@@ -68,12 +95,37 @@ class DomainBase:
 
     name: str = ""
     Settings: type = NoSettings
+    data_version: int = 1            # raise it when make_data writes other data for the same settings
+
+    # --- data ----------------------------------------------------------------------------
+
+    # make_data(self, cfg, path: Path, progress: bool) -> None, when the domain generates its
+    # data: write the data set of ``cfg`` to ``path`` (an HDF5 file of flowsci's schema), with
+    # progress bars on long work when ``progress``.
+
+    def data_settings(self, cfg: Config) -> dict[str, Any]:
+        """The settings that determine the generated file (hashed into its default name and
+        stored in it): the ``data:`` section without how it is loaded. Override to add
+        settings from other sections or to drop keys that only select what is loaded."""
+        return {k: v for k, v in dataclasses.asdict(cfg.data).items() if k not in LOADER_KEYS}
+
+    def data_name(self, cfg: Config) -> str:
+        """A readable stem of the default data file name (the settings hash follows it)."""
+        return self.name
+
+    def data_file(self, cfg: Config) -> Path:
+        """The data file of ``cfg``, made first if it is the default one and missing (a domain
+        without ``make_data`` needs ``data.path``)."""
+        return ensure_data(self, cfg)
+
+    # --- model, evaluation, sampling ------------------------------------------------------
 
     def build_model(self, cfg: Config) -> torch.nn.Module:
         """The registered model named in ``cfg.model.name`` with the YAML arguments."""
         return build_model(cfg.model.name, cfg.model.params)
 
-    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
+                evaluation: Evaluation | None = None) -> dict[str, Figure]:
         return {}
 
     def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int
@@ -83,193 +135,3 @@ class DomainBase:
     def source(self, cfg: Config) -> Any:
         """The source distribution (t = 0) as a flowsci Source (needed by ``flowsci reflow``)."""
         raise PluginError(f"domain '{self.name}' has no source distribution to draw x0 from")
-
-
-class Registry(Generic[T]):
-    """Names -> objects, filled from an entry-point group and from code.
-
-    Entry points stay unloaded until their name is looked up.
-    """
-
-    def __init__(self, kind: str, group: str):
-        self.kind, self.group = kind, group
-        self._loaded: dict[str, T] = {}
-        self._origin: dict[str, str] = {}
-        self._entry_points: dict[str, metadata.EntryPoint] | None = None
-
-    def _scan(self) -> dict[str, metadata.EntryPoint]:
-        if self._entry_points is None:
-            found: dict[str, metadata.EntryPoint] = {}
-            for ep in metadata.entry_points(group=self.group):
-                if ep.name in found and found[ep.name].value != ep.value:
-                    raise PluginError(
-                        f"{self.kind} '{ep.name}' is declared twice in entry-point group "
-                        f"'{self.group}': '{found[ep.name].value}' and '{ep.value}'; "
-                        "uninstall one of the two distributions")
-                found[ep.name] = ep
-            self._entry_points = found
-        return self._entry_points
-
-    def names(self) -> list[str]:
-        """All registered names, sorted, without importing any plugin."""
-        return sorted(set(self._scan()) | set(self._loaded))
-
-    def __contains__(self, name: str) -> bool:
-        return name in self._loaded or name in self._scan()
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self.names())
-
-    def source(self, name: str) -> str:
-        """Where a name comes from: its entry point's 'module:attr', or the registered object's."""
-        return self._origin.get(name) or self._scan()[name].value
-
-    def register(self, name: str, obj: T, *, replace: bool = False) -> T:
-        """Register ``obj`` under ``name``; a name already in use is an error unless ``replace``
-        or ``obj`` is the same definition again (a re-run notebook cell, a reloaded module)."""
-        origin = f"{getattr(obj, '__module__', '?')}:{getattr(obj, '__qualname__', type(obj).__qualname__)}"
-        if not replace and name in self and self._origin.get(name) != origin:
-            raise PluginError(
-                f"{self.kind} '{name}' is already registered (from {self.source(name)}); "
-                f"pick another name or pass replace=True. Registered: {', '.join(self.names())}")
-        self._loaded[name] = obj
-        self._origin[name] = origin
-        return obj
-
-    def get(self, name: str) -> T:
-        """The object registered as ``name``, importing its plugin on first use."""
-        if name in self._loaded:
-            return self._loaded[name]
-        eps = self._scan()
-        if name not in eps:
-            available = self.names()
-            raise PluginError(
-                f"unknown {self.kind} '{name}'{did_you_mean(name, available)}; "
-                f"available: {', '.join(available) or '(none)'}")
-        ep = eps[name]
-        try:
-            obj = ep.load()
-        except Exception as exc:  # any import-time failure of a third-party plugin
-            raise PluginError(
-                f"{self.kind} '{name}' failed to load from entry point '{ep.value}' "
-                f"(group '{self.group}'): {type(exc).__name__}: {exc}. "
-                f"Other {self.kind}s: {', '.join(n for n in self.names() if n != name) or '(none)'}"
-            ) from exc
-        self._loaded[name] = obj
-        self._origin[name] = ep.value
-        return obj
-
-    def create(self, spec: str | dict[str, Any], where: str, *, optional: dict[str, Any] | None = None,
-               **inputs: Any) -> Any:
-        """Call the factory named by ``spec`` ("name" or {"name": ..., **params}).
-
-        ``inputs`` are supplied by the caller (e.g. dimensions derived from the data); a
-        parameter that the factory does not accept or that is missing is a ConfigError naming
-        ``where`` (the config key). ``optional`` inputs (e.g. the state space) go only to
-        factories that declare a parameter of that name.
-        """
-        from flowsci.errors import ConfigError
-
-        params = dict(spec) if isinstance(spec, dict) else {"name": spec}
-        name = params.pop("name", None)
-        if not isinstance(name, str):
-            raise ConfigError(f"'{where}' needs a name; available: {', '.join(self.names())}")
-        try:
-            factory = self.get(name)
-        except PluginError as exc:
-            raise ConfigError(f"'{where}': {exc}") from None
-        accepted = inspect.signature(factory).parameters
-        inputs.update({k: v for k, v in (optional or {}).items() if k in accepted and k not in params})
-        for key in params:
-            if key not in accepted:
-                raise ConfigError(f"'{where}.{key}' is not a parameter of {self.kind} '{name}'"
-                                  f"{did_you_mean(key, accepted)}; parameters: {', '.join(accepted) or '(none)'}")
-        try:
-            return factory(**params, **inputs)
-        except TypeError as exc:
-            raise ConfigError(f"'{where}': cannot build {self.kind} '{name}': {exc}") from None
-
-
-DOMAINS: Registry[Any] = Registry("domain", "flowsci.domains")
-MODELS: Registry[Callable[..., torch.nn.Module]] = Registry("model", "flowsci.models")
-PATHS: Registry[Any] = Registry("path", "flowsci.paths")
-TIME_SAMPLERS: Registry[Any] = Registry("time sampler", "flowsci.timesteps")
-COUPLINGS: Registry[Any] = Registry("coupling", "flowsci.couplings")
-LOSSES: Registry[Any] = Registry("loss", "flowsci.losses")
-SOLVERS: Registry[Any] = Registry("solver", "flowsci.solvers")
-GRIDS: Registry[Any] = Registry("time grid", "flowsci.grids")
-COSTS: Registry[Any] = Registry("coupling cost", "flowsci.costs")
-REGISTRIES: dict[str, Registry[Any]] = {
-    "domains": DOMAINS, "models": MODELS, "paths": PATHS, "timesteps": TIME_SAMPLERS,
-    "couplings": COUPLINGS, "costs": COSTS, "losses": LOSSES, "solvers": SOLVERS, "grids": GRIDS,
-}
-
-
-def register_domain(domain: Any, name: str | None = None, *, replace: bool = False) -> Any:
-    """Register a Domain class or instance (from a notebook or a script)."""
-    name = name or getattr(domain, "name", "")
-    if not name:
-        raise PluginError("register_domain needs a name: set `name` on the domain or pass name=...")
-    return DOMAINS.register(name, domain, replace=replace)
-
-
-def register_model(name: str, *, replace: bool = False) -> Callable[[type[T]], type[T]]:
-    """Decorator registering a model class (or factory) under ``name``."""
-
-    def decorate(cls: type[T]) -> type[T]:
-        MODELS.register(name, cls, replace=replace)
-        return cls
-
-    return decorate
-
-
-def get_domain(name: str) -> Domain:
-    """The domain instance registered as ``name`` (a registered class is instantiated once)."""
-    obj = DOMAINS.get(name)
-    if isinstance(obj, type):
-        obj = obj()
-        DOMAINS._loaded[name] = obj  # the instance replaces its class; the origin stays
-    if not getattr(obj, "name", None):
-        obj.name = name
-    for attr in ("Settings", "build_data", "build_model", "build_objective", "evaluate"):
-        if not hasattr(obj, attr):
-            raise PluginError(f"domain '{name}' ({DOMAINS.source(name)}) lacks '{attr}'; "
-                              "see the Domain contract in flowsci.plugins")
-    return obj
-
-
-def model_parameters(name: str) -> dict[str, inspect.Parameter]:
-    """Constructor parameters of the registered model ``name`` (for config validation)."""
-    factory = MODELS.get(name)
-    try:
-        sig = inspect.signature(factory, eval_str=True)
-    except (NameError, TypeError):  # annotations that cannot be evaluated stay strings
-        sig = inspect.signature(factory)
-    return {k: p for k, p in sig.parameters.items()
-            if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
-
-
-def build_model(name: str, params: dict[str, Any]) -> torch.nn.Module:
-    """Instantiate the registered model ``name``; the spec is kept for checkpoints.
-
-    The arguments must be plain values (numbers, strings, lists, dicts) so that a checkpoint
-    can rebuild the model with ``weights_only=True`` loading.
-    """
-    _check_plain(params, f"model '{name}' arguments")
-    model = MODELS.get(name)(**params)
-    model.flowsci_spec = {"name": name, "params": dict(params)}
-    return model
-
-
-def _check_plain(value: Any, where: str) -> None:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise PluginError(f"{where}: key {k!r} is not a string")
-            _check_plain(v, f"{where}.{k}")
-    elif isinstance(value, (list, tuple)):
-        for i, v in enumerate(value):
-            _check_plain(v, f"{where}[{i}]")
-    elif not (value is None or isinstance(value, (bool, int, float, str))):
-        raise PluginError(f"{where} is a {type(value).__name__}; only numbers, strings, "
-                          "booleans, None, lists and dicts can be stored in a checkpoint")

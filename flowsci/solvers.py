@@ -2,9 +2,9 @@
 
 A grid may run either way: increasing (0 -> 1) samples, decreasing (1 -> 0) inverts; the
 signed step h = t_{n+1} - t_n carries the direction, so every method is used unchanged in
-both. Fixed-step methods (:class:`Euler`, :class:`Midpoint`, :class:`Heun`, :class:`RK4`,
-:class:`RFSolver2`) take one step per grid interval; :class:`Dopri5` adapts its steps
-(torchdiffeq) and reports the states at the grid times.
+both. Fixed-step methods (:class:`Euler`, :class:`Midpoint`, :class:`Heun`, :class:`RK4`;
+``RFSolver2``, registered as ``rf_solver2``, is :class:`Midpoint`) take one step per grid interval;
+:class:`Dopri5` adapts its steps (torchdiffeq) and reports the states at the grid times.
 
 On a :class:`~flowsci.spaces.Space` (``space=`` in :meth:`Solver.integrate`) the fixed-step
 methods are Runge-Kutta-Munthe-Kaas methods: each step solves, in the tangent space at the
@@ -137,7 +137,7 @@ class Euler(FixedStepSolver):
 
 class Midpoint(FixedStepSolver):
     """Explicit midpoint: x_{n+1} = x_n + h v(x_n + (h/2) v(x_n, t_n), t_n + h/2); second order,
-    2 NFE per step."""
+    2 NFE per step. Also registered as ``rf_solver2`` (RF-Solver-2 is this method; see RFSolver2)."""
 
     order = 2
     nfe_per_step = 2
@@ -181,24 +181,13 @@ class RK4(FixedStepSolver):
         return space.exp(x, (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4))
 
 
-class RFSolver2(FixedStepSolver):
-    """RF-Solver-2 (Wang et al., ICML 2025), the second-order Taylor step written as the paper does:
-    v0 = v(z, t), z_mid = z + (h/2) v0, v_mid = v(z_mid, t + h/2), dv/dt ~ (v_mid - v0)/(h/2),
-    z_next = z + h v0 + (h^2/2) dv/dt. Substituting dv/dt gives z_next = z + h v_mid: algebraically
-    the explicit midpoint method (equal to :class:`Midpoint` up to rounding). The paper's time runs
-    the other way (SD3: t = 1 noise), but the step is the same formula in the signed step h, so it
-    is used unchanged here in both directions. Second order, 2 NFE per step."""
-
-    order = 2
-    nfe_per_step = 2
-
-    def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
-             space: Space | _Flat = FLAT) -> torch.Tensor:
-        v0 = velocity(x, t)
-        delta = 0.5 * h * v0
-        v_mid = space.dexp_inv(x, delta, velocity(space.exp(x, delta), t + 0.5 * h))
-        dv_dt = (v_mid - v0) / (0.5 * h)
-        return space.exp(x, h * v0 + 0.5 * h * h * dv_dt)
+# RF-Solver-2 (Wang et al., "Taming Rectified Flow for Inversion and Editing", ICML 2025) takes the
+# second-order Taylor step z_next = z + h v0 + (h^2/2) dv/dt with dv/dt ~ (v_mid - v0)/(h/2),
+# v0 = v(z, t), v_mid = v(z + (h/2) v0, t + h/2). Substituting dv/dt gives z_next = z + h v_mid:
+# algebraically the explicit midpoint method, so the registered name ``rf_solver2`` is an alias
+# of Midpoint, not a second implementation. (The paper's time runs the other way, SD3's t = 1
+# noise, but the step is the same formula in the signed step h.)
+RFSolver2 = Midpoint
 
 
 class Dopri5(Solver):

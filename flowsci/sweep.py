@@ -30,6 +30,7 @@ import dataclasses
 import io
 import itertools
 import json
+import logging
 import math
 import multiprocessing
 import os
@@ -47,13 +48,16 @@ from flowsci.config import (
     SWEEP_KEY,
     TOP_KEYS,
     Config,
-    _apply_override,
-    _untyped,
+    apply_override,
     config_from_dict,
     load_config,
+    override_value,
 )
 from flowsci.errors import ConfigError, SweepRunsFailed
+from flowsci.logs import configure_logging, current_level
 from flowsci.metrics_log import read_metrics
+
+log = logging.getLogger(__name__)
 
 SWEEP_KEYS = ("grid", "metrics", "target", "plot")
 RESULT = "result.json"
@@ -117,7 +121,7 @@ def sweep_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), sourc
                           "see `flowsci sweep --help`")
     base = json.loads(json.dumps({k: v for k, v in raw.items() if k != SWEEP_KEY}))  # a deep copy
     for item in overrides:
-        _apply_override(base, item, source)
+        apply_override(base, item, source)
     base = _plain_values(base)
     section = dict(raw[SWEEP_KEY])
     for key in section:
@@ -126,7 +130,8 @@ def sweep_from_dict(raw: Mapping[str, Any], overrides: Sequence[str] = (), sourc
                               + ", ".join(f"sweep.{k}" for k in SWEEP_KEYS))
     grid = section.get("grid")
     if not isinstance(grid, Mapping) or not grid:
-        raise ConfigError(f"{source}: 'sweep.grid' must map config keys (e.g. domain.beta) to lists of values")
+        raise ConfigError(f"{source}: 'sweep.grid' must map config keys (e.g. domain.beta) "
+                          "to lists of values")
     for key, values in grid.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{source}: 'sweep.grid.{key}' must be a non-empty list, got {values!r}")
@@ -157,7 +162,7 @@ def _plain_values(value: Any) -> Any:
         return {k: _plain_values(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_plain_values(v) for v in value]
-    return _untyped(value)
+    return override_value(value)
 
 
 def _assign(raw: dict[str, Any], key: str, value: Any, source: str) -> None:
@@ -230,15 +235,15 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, workers: in
                                    "plot": sweep.plot}}, sort_keys=False))
     for run in runs:
         _check_not_stale(run, root / "runs" / run.name)
-    todo = [(run, root / "runs" / run.name) for run in runs if not (root / "runs" / run.name / RESULT).is_file()]
-    print(f"sweep {root}: {len(runs)} runs, {len(runs) - len(todo)} done, {len(todo)} to train "
-          f"({workers} worker{'s' if workers > 1 else ''})", flush=True)
+    todo = [(run, root / "runs" / run.name) for run in runs
+            if not (root / "runs" / run.name / RESULT).is_file()]
+    log.info("sweep %s: %d runs, %d done, %d to train (%d worker%s)", root, len(runs),
+             len(runs) - len(todo), len(todo), workers, "s" if workers > 1 else "")
     failed: dict[str, str] = {}
 
     def record_failure(name: str, error: Exception) -> None:
         failed[name] = f"{type(error).__name__}: {error}"
-        print(f"sweep run {name} failed:", file=sys.stderr)
-        traceback.print_exception(error, file=sys.stderr)
+        log.error("sweep run %s failed:\n%s", name, "".join(traceback.format_exception(error)).rstrip())
 
     if workers <= 1:
         for run, path in todo:
@@ -249,7 +254,8 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, workers: in
                 record_failure(run.name, error)
     else:
         context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_die_with_parent) as pool:
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker,
+                                                    initargs=(current_level(),)) as pool:
             futures = {pool.submit(_train_run, run.config.to_dict(), run.config.source, run.name, run.values,
                                    str(path), sweep.target, False): run.name for run, path in todo}
             for future in concurrent.futures.as_completed(futures):
@@ -266,9 +272,11 @@ def run_sweep(sweep: Sweep, out: str | os.PathLike | None = None, *, workers: in
     return root
 
 
-def _die_with_parent() -> None:
-    """Worker initializer: on Linux, ask the kernel to end this worker when the sweep process
-    dies (killing ``flowsci sweep`` would otherwise leave its workers training). A no-op elsewhere."""
+def _start_worker(log_level: int) -> None:
+    """Worker initializer: messages at the sweep's level, and on Linux, ask the kernel to end
+    this worker when the sweep process dies (killing ``flowsci sweep`` would otherwise leave its
+    workers training)."""
+    configure_logging(log_level)
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -294,11 +302,12 @@ def _train_run(raw: dict[str, Any], source: str, name: str, values: dict[str, An
     cfg = config_from_dict(raw, source=source)
     run_dir = Path(path)
     resume = (run_dir / "checkpoints").is_dir() and bool(list_checkpoints(run_dir / "checkpoints"))
-    print(f"sweep run {name}: {'resuming' if resume else 'training'} in {run_dir}", flush=True)
+    log.info("sweep run %s: %s in %s", name, "resuming" if resume else "training", run_dir)
     result = train(cfg, run_dir, resume=resume, progress=progress)
     record = {"name": name, "values": values, "step": result.step, "metrics": result.metrics}
     if target is not None:
-        record["metrics"].update(time_to_target(run_dir / "metrics.csv", target["metric"], float(target["below"])))
+        record["metrics"].update(time_to_target(run_dir / "metrics.csv", target["metric"],
+                                                float(target["below"])))
     atomic_write_text(run_dir / RESULT, json.dumps(record, indent=2) + "\n")
 
 
@@ -306,7 +315,8 @@ def time_to_target(metrics_csv: Path, metric: str, below: float) -> dict[str, fl
     """The first evaluation at which ``metric`` <= ``below``: its step and training seconds
     (NaN when never reached)."""
     rows = read_metrics(metrics_csv)
-    seconds = {step: value for step, phase, name, value in rows if phase == "eval" and name == "train_seconds"}
+    seconds = {step: value for step, phase, name, value in rows
+               if phase == "eval" and name == "train_seconds"}
     for step, phase, name, value in sorted(rows):
         if phase == "eval" and name == metric and value <= below:
             return {"steps_to_target": float(step), "seconds_to_target": seconds.get(step, math.nan)}
@@ -380,7 +390,8 @@ def plot_results(sweep: Sweep, rows: list[dict[str, Any]], path: Path) -> Path:
     for ax, name in zip(axes, names):
         for colour, group in enumerate(groups):
             mine = [r for r in rows if not group_key or str(_value_of(r["_values"], group_key)) == group]
-            points = sorted((float(_value_of(r["_values"], plot["x"])), float(r.get(name, math.nan))) for r in mine)
+            points = sorted((float(_value_of(r["_values"], plot["x"])), float(r.get(name, math.nan)))
+                            for r in mine)
             xs = sorted({x for x, _ in points})
             means = [_nanmean([y for x2, y in points if x2 == x]) for x in xs]
             ax.plot([p[0] for p in points], [p[1] for p in points], "o", color=f"C{colour}", alpha=0.5, ms=4)

@@ -1,6 +1,6 @@
 """Training-time samplers of t in [0, 1] and the resolution-dependent time shift.
 
-Time convention (DESIGN.md): t = 0 is the source (noise), t = 1 the data. SD3 and 2-RF++
+Time convention (docs/design.md): t = 0 is the source (noise), t = 1 the data. SD3 and 2-RF++
 write their samplers with tau = 1 - t (tau = 1 is noise); each sampler below is adapted at
 this boundary, ``t = 1 - tau``, and its docstring says which end a parameter pushes mass to.
 

@@ -1,16 +1,17 @@
 """The Trainer: one loop for every domain and objective.
 
 AdamW with warm-up + cosine/constant schedule, then optionally an L-BFGS phase (PINNs), EMA,
-gradient clipping, periodic evaluation and figures, CSV (and optional TensorBoard) metrics, a NaN/inf guard, atomic checkpoints
-with every state needed to continue bit-for-bit (CPU, same seed), and DistributedDataParallel
-under torchrun.
+gradient clipping, periodic evaluation and figures, CSV (and optional TensorBoard) metrics, a
+NaN/inf guard, atomic checkpoints with every state needed to continue bit-for-bit (CPU, same
+seed), and DistributedDataParallel under torchrun. The Trainer builds the run's domain and owns
+it for the whole run.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 import math
-import random
 import signal
 import sys
 import threading
@@ -21,14 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import flowsci
-from flowsci.atomic import atomic_open
+from flowsci.batches import BatchPlan, PlannedBatches, collate
 from flowsci.checkpoint import (
     FORMAT,
     checkpoint_path,
@@ -38,13 +37,18 @@ from flowsci.checkpoint import (
     save_checkpoint,
 )
 from flowsci.config import Config, TrainConfig, save_config
+from flowsci.data.lifecycle import ensure_data, generates_data
 from flowsci.distributed import DistContext, init_from_env, shutdown
+from flowsci.ema import ema_model
 from flowsci.errors import CheckpointError, ConfigError, NonFiniteLossError, RunError
-from flowsci.metrics_log import MetricsLog
-from flowsci.plugins import get_domain
+from flowsci.figures import save_figures
+from flowsci.lbfgs import LBFGSPhase
+from flowsci.metrics_log import MetricsLog, format_metrics
+from flowsci.plugins import Evaluation, create_domain
+from flowsci.rng import EVAL_SEED_OFFSET, isolated_rng, rng_state, seed_everything, set_rng_state
 from flowsci.runs import RunDir, latest_run_path, new_run_path
 
-EVAL_SEED_OFFSET = 10_007
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -97,114 +101,6 @@ def deferred_sigint(active: bool) -> Iterator[list[bool]]:
         signal.signal(signal.SIGINT, previous)
 
 
-@torch.no_grad()
-def ema_update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor,
-               *, decay: float) -> None:
-    """EMA step with the warm-up decay min(decay, (1 + n) / (10 + n)) after n updates.
-
-    torch's ``get_ema_multi_avg_fn`` uses the full decay from the first step, so the EMA keeps
-    a large share of the initial weights for ~1/(1 - decay) steps; the warm-up removes that.
-    """
-    n = int(num_averaged)
-    d = min(decay, (1 + n) / (10 + n))
-    for avg, cur in zip(averaged, current):
-        if avg.is_floating_point():
-            avg.lerp_(cur, 1 - d)
-        else:  # integer buffers (e.g. batch-norm counters) follow the model
-            avg.copy_(cur)
-
-
-class BatchPlan:
-    """Per-process batch indices; batch k of the run depends only on (seed, k).
-
-    Uses :class:`DistributedSampler` (one replica in a single process), so that the union of
-    the processes' k-th batches is the k-th batch of a single process with the same global
-    batch size.
-    """
-
-    def __init__(self, dataset: Dataset, batch_size: int, seed: int, ctx: DistContext):
-        if batch_size % ctx.world_size:
-            raise ConfigError(f"train.batch_size={batch_size} must be divisible by the number of "
-                              f"processes ({ctx.world_size})")
-        self.per_rank = batch_size // ctx.world_size
-        self.sampler = DistributedSampler(dataset, num_replicas=ctx.world_size, rank=ctx.rank,
-                                          shuffle=True, seed=seed, drop_last=True)
-        self.per_epoch = len(self.sampler) // self.per_rank
-        if self.per_epoch == 0:
-            raise ConfigError(f"train.batch_size={batch_size} is larger than the training set "
-                              f"({len(dataset)} samples)")
-        self._epoch, self._order = -1, []
-
-    def batch(self, k: int) -> list[int]:
-        epoch, offset = divmod(k, self.per_epoch)
-        if epoch != self._epoch:
-            self.sampler.set_epoch(epoch)
-            self._epoch, self._order = epoch, list(self.sampler)
-        return self._order[offset * self.per_rank:(offset + 1) * self.per_rank]
-
-
-class _PlannedBatches(Sampler[list[int]]):
-    def __init__(self, plan: BatchPlan, start: int, stop: int):
-        self.plan, self.start, self.stop = plan, start, stop
-
-    def __iter__(self) -> Iterator[list[int]]:
-        return (self.plan.batch(k) for k in range(self.start, self.stop))
-
-    def __len__(self) -> int:
-        return self.stop - self.start
-
-
-def collate(items: Any) -> dict[str, torch.Tensor]:
-    """A batch dict from ``__getitems__`` passes through; a list of item dicts is stacked."""
-    if isinstance(items, dict):
-        return items
-    return torch.utils.data.default_collate(items)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states as checkpoint-safe values."""
-    np_state = np.random.get_state()
-    version, internal, gauss = random.getstate()
-    state = {
-        "python": [version, list(internal), gauss],
-        "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
-                  "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-    n = state["numpy"]
-    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-@contextmanager
-def isolated_rng(seed: int) -> Iterator[None]:
-    """Run a block with fixed seeds, restoring the training RNG streams afterwards."""
-    saved = rng_state()
-    seed_everything(seed)
-    try:
-        yield
-    finally:
-        set_rng_state(saved)
-
-
 class Trainer:
     """Trains ``cfg``'s domain into ``run`` (see :func:`train` for the entry point)."""
 
@@ -212,16 +108,17 @@ class Trainer:
                  progress: bool | None = None):
         self.cfg, self.run, self.ctx = cfg, run, ctx
         self.tc: TrainConfig = cfg.train
-        self.domain = get_domain(cfg.domain)
+        self.domain = create_domain(cfg.domain)  # this run's own instance
         self.progress = progress
         self.device = ctx.device
 
-        seed_everything(cfg.seed)  # identical initial weights on every process
-        if ctx.is_main:
-            self.data = self.domain.build_data(cfg)
+        # rank 0 makes a missing data file while the others wait; before seeding, so that the
+        # initial weights do not depend on whether the file had to be made
+        if ctx.is_main and generates_data(self.domain):
+            ensure_data(self.domain, cfg, force=cfg.data.regenerate, progress=self._show_progress())
         ctx.barrier()
-        if not ctx.is_main:
-            self.data = self.domain.build_data(cfg)
+        seed_everything(cfg.seed)  # identical initial weights on every process
+        self.data = self.domain.build_data(cfg)
         self.model = self.domain.build_model(cfg).to(self.device)
         if not hasattr(self.model, "flowsci_spec"):
             raise ConfigError(f"domain '{cfg.domain}': build_model must build through "
@@ -235,20 +132,13 @@ class Trainer:
                               "with train.lbfgs.steps > 0")
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.tc.lr, betas=self.tc.betas,
                                            weight_decay=self.tc.weight_decay, amsgrad=self.tc.amsgrad)
-        self.lbfgs: torch.optim.LBFGS | None = None  # built when the L-BFGS phase starts
-        self.lbfgs_converged = False
-        self.lbfgs_last_loss: float | None = None  # loss at the start of the last L-BFGS iteration
-        self.lbfgs_restarts = 0
-        self.lbfgs_since_restart = 0  # iterations since the phase started or the history was cleared
-        self.lbfgs_evaluations = 0  # loss evaluations before the last restart
+        self.lbfgs = LBFGSPhase(list(self.model.parameters()), self.tc.lbfgs, ctx.mean)
         self.train_seconds = 0.0  # training wall-clock, without evaluation and checkpoints
         self.adam_metrics: dict[str, float] = {}
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(
             lr_factor, warmup=self.tc.warmup_steps, total=self.tc.steps, schedule=self.tc.schedule,
             min_ratio=self.tc.min_lr_ratio))
-        self.ema = (AveragedModel(self.model, multi_avg_fn=functools.partial(ema_update, decay=self.tc.ema),
-                                  use_buffers=True)
-                    if self.tc.ema > 0 else None)
+        self.ema = ema_model(self.model, self.tc.ema) if self.tc.ema > 0 else None
         self.wrapped = (torch.nn.parallel.DistributedDataParallel(
             self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
             if ctx.enabled else self.model)
@@ -264,8 +154,8 @@ class Trainer:
             self.log.truncate_after(self.step)
         if ctx.is_main:
             start = f" from step {self.step}" if resume else ""
-            print(f"{cfg.domain}: training into {run.path}{start} ({ctx.world_size} process"
-                  f"{'es' if ctx.enabled else ''}, {self.device})", flush=True)
+            log.info("%s: training into %s%s (%d process%s, %s)", cfg.domain, run.path, start,
+                     ctx.world_size, "es" if ctx.enabled else "", self.device)
 
     # --- state ---------------------------------------------------------------------------
 
@@ -281,10 +171,7 @@ class Trainer:
             "model_spec": self.model.flowsci_spec, "model": self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "ema": self.ema.state_dict() if self.ema is not None else None, "rng": rng,
-            "lbfgs": self.lbfgs.state_dict() if self.lbfgs is not None else None,
-            "lbfgs_converged": self.lbfgs_converged, "lbfgs_last_loss": self.lbfgs_last_loss,
-            "lbfgs_restarts": self.lbfgs_restarts, "lbfgs_since_restart": self.lbfgs_since_restart,
-            "lbfgs_evaluations": self.lbfgs_evaluations,
+            **self.lbfgs.state_dict(),
             "train_seconds": self.train_seconds,
             "adam_metrics": self.adam_metrics,
         }
@@ -328,14 +215,7 @@ class Trainer:
         if len(state["rng"]) == self.ctx.world_size:
             set_rng_state(state["rng"][self.ctx.rank])
         self.step = int(state["step"])
-        if state.get("lbfgs") is not None:
-            self._start_lbfgs()
-            self.lbfgs.load_state_dict(state["lbfgs"])
-        self.lbfgs_converged = bool(state.get("lbfgs_converged", False))
-        self.lbfgs_last_loss = state.get("lbfgs_last_loss")
-        self.lbfgs_restarts = int(state.get("lbfgs_restarts", 0))
-        self.lbfgs_since_restart = int(state.get("lbfgs_since_restart", 0))
-        self.lbfgs_evaluations = int(state.get("lbfgs_evaluations", 0))
+        self.lbfgs.load_state_dict(state)
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.adam_metrics = dict(state.get("adam_metrics", {}))
 
@@ -373,11 +253,14 @@ class Trainer:
             was_training = model.training
             model.eval()
             with isolated_rng(self.cfg.seed + EVAL_SEED_OFFSET):
+                evaluation = None
                 if with_metrics:
-                    metrics = {k: float(v) for k, v in self.domain.evaluate(model, self.data, self.cfg).items()}
+                    evaluation = Evaluation.of(self.domain.evaluate(model, self.data, self.cfg))
+                    metrics = evaluation.metrics
                     self.log.write(self.step, "eval", {**metrics, "train_seconds": self.train_seconds})
                 if figures_dir is not None:
-                    save_figures(self.domain.figures(model, self.data, self.cfg), figures_dir)
+                    save_figures(self.domain.figures(model, self.data, self.cfg, evaluation=evaluation),
+                                 figures_dir)
             model.train(was_training)
         self.ctx.barrier()
         return metrics
@@ -389,20 +272,19 @@ class Trainer:
         final metrics."""
         tc = self.tc
         total = tc.total_steps
-        if self.lbfgs_converged:
+        if self.lbfgs.converged:
             raise RunError(f"{self.run.path}: L-BFGS converged at step {self.step}; nothing to continue")
         if self.step >= total:
             raise RunError(f"{self.run.path} is already at step {self.step} >= train.steps + "
                            f"train.lbfgs.steps = {total}; raise them to continue it")
         plan = BatchPlan(self.data.train, tc.batch_size, self.cfg.seed, self.ctx)
-        loader = DataLoader(self.data.train, batch_sampler=_PlannedBatches(plan, self.step, total),
+        loader = DataLoader(self.data.train, batch_sampler=PlannedBatches(plan, self.step, total),
                             collate_fn=collate, num_workers=self.cfg.data.num_workers,
                             # its own generator: drawing worker seeds from the global RNG would
                             # shift the training stream on every (re)start and break --resume
                             generator=torch.Generator().manual_seed(self.cfg.seed))
-        show = self.progress if self.progress is not None else sys.stderr.isatty()
         bar = tqdm(total=total, initial=self.step, desc=f"train {self.cfg.domain}", unit="step",
-                   disable=not (show and self.ctx.is_main), dynamic_ncols=True)
+                   disable=not (self._show_progress() and self.ctx.is_main), dynamic_ncols=True)
         self.model.train()
         self._clock = (time.perf_counter(), self.step)  # (time, step) of the last seconds_per_step log
         # One process: Ctrl-C stops cleanly at a step boundary with a checkpoint. Under torchrun
@@ -411,7 +293,7 @@ class Trainer:
             with deferred_sigint(active=not self.ctx.enabled) as interrupted:
                 for batch in loader:
                     self._train_step(batch, bar)
-                    if self.lbfgs_converged:
+                    if self.lbfgs.converged:
                         self._say(f"L-BFGS converged after {self.step - tc.steps} iterations", bar)
                         break
                     if interrupted[0] and self.step < total:
@@ -436,23 +318,26 @@ class Trainer:
             mean_loss, grad_norm, logs = self._first_order_step(batch)
             lr = self.scheduler.get_last_lr()[0]
         else:
-            mean_loss, grad_norm, logs = self._lbfgs_step(batch)
+            mean_loss, grad_norm, logs = self.lbfgs.step(
+                lambda: self.objective.loss(self.wrapped, batch), self.step + 1)
             lr = tc.lbfgs.lr
         self.step += 1
         self.train_seconds += time.perf_counter() - started
         bar.update(1)
         if self.step % tc.log_every == 0 and self.log is not None:
             clock, since = self._clock
+            per_step = (time.perf_counter() - clock) / (self.step - since)
             self.log.write(self.step, "train", {"loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
-                                                "seconds_per_step": (time.perf_counter() - clock) / (self.step - since),
+                                                "seconds_per_step": per_step,
                                                 "train_seconds": self.train_seconds, **logs})
             bar.set_postfix(loss=f"{mean_loss:.4g}")
             self._clock = (time.perf_counter(), self.step)
-        if self.step == tc.total_steps or self.lbfgs_converged:
+        if self.step == tc.total_steps or self.lbfgs.converged:
             return  # the final evaluation, figures and checkpoint follow in fit()
         if self.step == tc.steps:  # the first-order phase ends, L-BFGS follows
             self.adam_metrics = self.evaluate(self.run.figures / f"step-{self.step:08d}-adam")
-            self._say(f"step {self.step} (end of the first-order phase): " + format_metrics(self.adam_metrics), bar)
+            self._say(f"step {self.step} (end of the first-order phase): "
+                      + format_metrics(self.adam_metrics), bar)
             self.save()
             self._clock = (time.perf_counter(), self.step)
             return
@@ -486,103 +371,27 @@ class Trainer:
             self.ema.update_parameters(self.model)
         return mean_loss, float(grad_norm), logs
 
-    def _start_lbfgs(self) -> None:
-        lb = self.tc.lbfgs
-        # torch's own stopping tests are switched off (one iteration per call): the phase's
-        # convergence test is in _lbfgs_step, so that it ends the run instead of one call.
-        self.lbfgs = torch.optim.LBFGS(
-            self.model.parameters(), lr=lb.lr, max_iter=1, max_eval=lb.max_eval,
-            history_size=lb.history_size, tolerance_grad=lb.tolerance_grad, tolerance_change=0.0,
-            line_search_fn=None if lb.line_search == "none" else lb.line_search)
-
-    def _lbfgs_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, float]]:
-        """One L-BFGS iteration on a fixed batch.
-
-        An iteration that leaves the loss unchanged (a failed line search along a direction
-        built from stale curvature pairs) clears the curvature history, so that the next one
-        starts again from a steepest-descent step; ``lbfgs_converged`` is set when that
-        restart makes no progress either, or when the gradient is below ``tolerance_grad``.
-        An iteration whose line search left the parameters non-finite (e.g. a trial point where
-        the loss divides by zero) is undone and treated the same way.
-
-        The closure returns the loss averaged over processes, so that every process takes the
-        same line-search decisions (the gradients are averaged by DDP).
-        """
-        if self.lbfgs is None:
-            self._start_lbfgs()
-        logs: dict[str, float] = {}
-
-        def closure() -> torch.Tensor:
-            self.lbfgs.zero_grad(set_to_none=True)
-            loss, step_logs = self.objective.loss(self.wrapped, batch)
-            loss.backward()
-            logs.update(step_logs)
-            return self.ctx.mean(loss.detach())
-
-        params = self.lbfgs.param_groups[0]["params"]
-        state = self.lbfgs.state[params[0]]
-        iterations = state.get("n_iter", 0)
-        start = [p.detach().clone() for p in params]
-        loss = float(self.lbfgs.step(closure))  # the loss where this iteration started
-        if not math.isfinite(loss):
-            raise NonFiniteLossError(self.step + 1, loss, logs)
-        diverged = not all(bool(torch.isfinite(p).all()) for p in params)
-        if diverged:
-            with torch.no_grad():
-                for p, value in zip(params, start):
-                    p.copy_(value)
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf")))  # norm only
-        no_step = state.get("n_iter", 0) == iterations  # the gradient was below tolerance_grad
-        evaluations = self.lbfgs_evaluations + state.get("func_evals", 0)
-        # the previous iteration left the loss unchanged
-        stalled = (self.lbfgs_last_loss is not None
-                   and abs(self.lbfgs_last_loss - loss) <= self.tc.lbfgs.tolerance_change * abs(loss))
-        self.lbfgs_since_restart += 1
-        # stalled tells about the previous iteration: with since_restart == 1 it ran before the
-        # history was cleared (this one already ran after), with 2 it was the first one after.
-        # diverged tells about this one (first after the clear with since_restart == 1).
-        self.lbfgs_converged = (no_step or (stalled and self.lbfgs_since_restart == 2)
-                                or (diverged and self.lbfgs_since_restart == 1))
-        if not self.lbfgs_converged and (diverged or (stalled and self.lbfgs_since_restart > 2)):
-            self.lbfgs_evaluations = evaluations
-            self.lbfgs.state.clear()
-            self.lbfgs_restarts += 1
-            self.lbfgs_since_restart = 0
-        self.lbfgs_last_loss = loss
-        return loss, grad_norm, {**logs, "lbfgs_evaluations": float(evaluations)}
-
     def _cost_metrics(self) -> dict[str, float]:
         """Training cost of the run and, after an L-BFGS phase, the metrics at its start."""
         cost = {"train_seconds": self.train_seconds}
         if self.tc.lbfgs.steps > 0:
             cost["lbfgs_iterations"] = float(max(0, self.step - self.tc.steps))
-            cost["lbfgs_converged"] = float(self.lbfgs_converged)
-            cost["lbfgs_restarts"] = float(self.lbfgs_restarts)
+            cost["lbfgs_converged"] = float(self.lbfgs.converged)
+            cost["lbfgs_restarts"] = float(self.lbfgs.restarts)
             cost.update({f"adam_{k}": v for k, v in self.adam_metrics.items()})
         return cost
 
     def _say(self, text: str, bar: tqdm) -> None:
-        if self.ctx.is_main:
-            bar.write(text) if not bar.disable else print(text, flush=True)
+        """A progress message: above the progress bar when it is shown, else logged."""
+        if not self.ctx.is_main:
+            return
+        if bar.disable:
+            log.info(text)
+        else:
+            bar.write(text, file=sys.stderr)
 
-
-def format_metrics(metrics: dict[str, float]) -> str:
-    return "  ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-
-
-def save_figures(figures: dict[str, Any], directory: Path) -> list[Path]:
-    """Save matplotlib figures as ``directory/<name>.png`` (closing pyplot-managed ones)."""
-    import matplotlib.pyplot as plt
-
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, fig in figures.items():
-        path = directory / f"{name}.png"
-        with atomic_open(path, "wb") as fh:
-            fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
-        plt.close(fig)
-        paths.append(path)
-    return paths
+    def _show_progress(self) -> bool:
+        return self.progress if self.progress is not None else sys.stderr.isatty()
 
 
 def set_threads(tc: TrainConfig) -> None:

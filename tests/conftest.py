@@ -11,7 +11,7 @@ import pytest
 import torch
 
 # torch reads OMP_NUM_THREADS only at import; on these shared 2-core machines one thread is
-# much faster for small models (DESIGN.md, "Threads").
+# much faster for small models (docs/design.md, "Scale").
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
 
 REPO = Path(__file__).resolve().parents[1]

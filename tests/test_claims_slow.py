@@ -1,4 +1,5 @@
-"""Slow tier (`pytest -m slow`): the rectified-flow claims of flow_engines.md §5 O15 and O16,
+"""Slow tier (`pytest -m slow`): the rectified-flow claims that reflow straightens paths (Liu, Gong &
+Liu, ICLR 2023) and that minibatch-OT couplings do (Tong et al. 2024),
 reproduced with neural velocity fields on the toy2d domain."""
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from flowsci.checkpoint import load_model
 from flowsci.config import load_config
 from flowsci.flow_matching import Sampler
 from flowsci.metrics import mmd_rbf
-from flowsci.plugins import get_domain
+from flowsci.plugins import create_domain
 from flowsci.reflow import generate_pairs
 from flowsci.solvers import Euler
 from flowsci.training import train
@@ -31,7 +32,7 @@ def test_o16_minibatch_ot_straightens_paths(tmp_path):
         cfg = load_config(TOY2D_YAML, [*COMMON, "train.steps=6000", f"objective.coupling={coupling}"])
         results[coupling] = train(cfg, tmp_path / coupling, progress=False).metrics
     indep, ot = results["independent"], results["ot"]
-    print(f"O16: S indep {indep['straightness']:.4f}, S OT {ot['straightness']:.5f}; "
+    print(f"OT straightness: S indep {indep['straightness']:.4f}, S OT {ot['straightness']:.5f}; "
           f"OT W2 1 step {ot['w2_nfe1']:.3f}, 64 steps {ot['w2_nfe64']:.3f}")
     assert ot["straightness"] * 100 <= indep["straightness"]
     assert ot["w2_nfe1"] <= 1.5 * ot["w2_nfe64"]
@@ -44,14 +45,14 @@ def test_o15_reflow_straightens_and_fixes_one_step_sampling(tmp_path):
     first_cfg = load_config(TOY2D_YAML, [*COMMON, *task, "train.steps=5000"])
     first = train(first_cfg, tmp_path / "rf1", progress=False)
     teacher = load_model(first.run_dir)
-    pairs = generate_pairs(teacher, get_domain("toy2d").source(first_cfg), 50_000, tmp_path / "pairs.h5",
+    pairs = generate_pairs(teacher, create_domain("toy2d").source(first_cfg), 50_000, tmp_path / "pairs.h5",
                            sampler=Sampler.from_config(first_cfg.sample), batch_size=5000, progress=False)
     second_cfg = load_config(TOY2D_YAML, [*COMMON, *task, "train.steps=5000", f"data.pairs={pairs}",
                                           "objective.coupling=paired", f"train.init_from={first.run_dir}"])
     second = train(second_cfg, tmp_path / "rf2", progress=False)
     student = load_model(second.run_dir)
 
-    data = get_domain("toy2d").build_data(first_cfg)
+    data = create_domain("toy2d").build_data(first_cfg)
     x0, target = data.test.tensors["x0"], data.test.tensors["x1"]
     one_step = Sampler(Euler(), 1)
     with torch.no_grad():
@@ -59,7 +60,7 @@ def test_o15_reflow_straightens_and_fixes_one_step_sampling(tmp_path):
         mmd2 = mmd_rbf(one_step.sample(student, x0).x, target)
     s1, s2 = first.metrics["straightness"], second.metrics["straightness"]
     c1, c2 = first.metrics["transport_cost"], second.metrics["transport_cost"]
-    print(f"O15: S {s1:.4f} -> {s2:.4f}; 1-step MMD {mmd1:.4f} -> {mmd2:.4f}; cost {c1:.3f} -> {c2:.3f}")
+    print(f"reflow: S {s1:.4f} -> {s2:.4f}; 1-step MMD {mmd1:.4f} -> {mmd2:.4f}; cost {c1:.3f} -> {c2:.3f}")
     assert s2 < 0.2 * s1
     assert mmd2 < 0.2 * mmd1
     assert c2 <= c1 * 1.02

@@ -7,6 +7,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import yaml
 from conftest import FLOWSCI, SMALL, TOY2D_YAML, subprocess_env
 
 from flowsci.metrics_log import read_metrics
@@ -69,6 +70,7 @@ def test_list_and_data_make(tmp_path):
     (["train", TOY2D_YAML, "train.stepz=3"], "unknown key 'train.stepz' (did you mean 'train.steps'?)"),
     (["train", TOY2D_YAML, "domain.name=toy3d"], "unknown domain 'toy3d' (did you mean 'toy2d'?)"),
     (["eval", "no_such_run"], "run directory not found: no_such_run"),
+    (["resume", "no_such_run"], "run directory not found: no_such_run"),
     (["list", "widgets"], "unknown list 'widgets'"),
 ])
 def test_user_errors_exit_2_with_one_message(tmp_path, args, message):
@@ -76,6 +78,26 @@ def test_user_errors_exit_2_with_one_message(tmp_path, args, message):
     assert proc.returncode == 2
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_a_run_directory_stands_for_its_config(trained_run, tmp_path):
+    run, _ = trained_run
+    proc = flowsci("-q", "train", run, "train.steps=5", "--out", tmp_path / "again")
+    assert proc.returncode == 0, proc.stderr
+    assert "training into" not in proc.stderr  # -q: warnings only
+    saved = yaml.safe_load((run / "config.yaml").read_text())
+    again = yaml.safe_load((tmp_path / "again" / "config.yaml").read_text())
+    assert again["train"].pop("steps") == 5 and saved["train"].pop("steps") == 40
+    assert again == saved
+
+
+def test_resume_changes_only_the_step_counts(trained_run):
+    run, _ = trained_run
+    proc = flowsci("resume", run, "model.width=64")
+    assert proc.returncode == 2
+    assert "model.width: 32 -> 64" in proc.stderr and "only train.steps and train.lbfgs.steps" in proc.stderr
+    proc = flowsci("resume", run)
+    assert proc.returncode == 2 and "already at step 40" in proc.stderr
 
 
 def test_corrupt_checkpoint_is_a_user_error(trained_run, tmp_path):

@@ -51,7 +51,8 @@ def test_unknown_key_names_file_key_and_closest(override, pattern):
     ("train.steps=1.5", r"'train.steps' must be an integer"),
     ("train.tensorboard=maybe", r"'train.tensorboard' must be true or false"),
     ("train.schedule=linear", r"'train.schedule' must be one of 'cosine', 'constant'"),
-    ("domain.source=circle", r"'domain.source' must be one of 'gaussian', '8gaussians', 'moons', 'checkerboard'"),
+    ("domain.source=circle",
+     r"'domain.source' must be one of 'gaussian', '8gaussians', 'moons', 'checkerboard'"),
     ("domain.source=moons", r"domain: source and target are both 'moons'"),
     ("model.width=wide", r"'model.width' must be an integer"),
     ("train.steps", r"override 'train.steps' must look like key.path=value"),
@@ -71,7 +72,8 @@ def test_missing_file_and_bad_yaml(tmp_path):
 
 
 def test_unknown_domain_and_model_list_what_exists():
-    with pytest.raises(ConfigError, match=r"unknown domain 'toy3d' \(did you mean 'toy2d'\?\); available: .*toy2d"):
+    with pytest.raises(ConfigError,
+                       match=r"unknown domain 'toy3d' \(did you mean 'toy2d'\?\); available: .*toy2d"):
         config_from_dict({"domain": "toy3d", "model": "mlp_velocity"})
     with pytest.raises(ConfigError, match=r"model.name: unknown model 'mlp'.*available: .*mlp_velocity"):
         config_from_dict({"domain": "toy2d", "model": "mlp"})

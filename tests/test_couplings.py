@@ -1,4 +1,4 @@
-"""Oracle tests of the couplings (flow_engines.md §5, O12).
+"""Oracle tests of the couplings (docs/design.md).
 
 The optimal pairings are checked against independent solvers: scipy's
 ``linear_sum_assignment`` (Hungarian / Jonker-Volgenant) for permutations and

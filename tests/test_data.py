@@ -106,7 +106,8 @@ def test_round_trip_grid(grid_file: Path):
     splits = grid_splits()
     meta = validate(grid_file)
     assert read_meta(grid_file).fields == meta.fields
-    assert (meta.path, meta.name, meta.n_spatial_dims, meta.grid_type) == (grid_file, "kolmogorov", 2, "cartesian")
+    assert ((meta.path, meta.name, meta.n_spatial_dims, meta.grid_type)
+            == (grid_file, "kolmogorov", 2, "cartesian"))
     dims = ("time", "x", "y")
     assert meta.fields == {
         "vorticity": FieldInfo("vorticity", 0, dims, (T, X, Y)),
@@ -151,7 +152,8 @@ def test_round_trip_torch_tensors_and_nan(tmp_path: Path):
 def test_point_data(point_file: Path):
     meta = validate(point_file)
     assert meta.fields == {"x": FieldInfo("x", 1, (), (2,))}
-    assert (meta.n_spatial_dims, meta.grid_type, meta.dimensions, meta.boundary_conditions) == (0, "none", {}, {})
+    assert ((meta.n_spatial_dims, meta.grid_type, meta.dimensions, meta.boundary_conditions)
+            == (0, "none", {}, {}))
     loaded = load_split(point_file, "test")
     assert loaded["x"].shape == (3, 2) and loaded["label"].shape == (3,)
     assert loaded["label"].dtype == torch.int64
@@ -221,7 +223,8 @@ def _bad_write_cases():
         ("no order", {"orders": {"vorticity": 0, "velocity": 1}}, None, ["/splits", "'stress'", "orders"]),
         ("bad order", {"orders": {"vorticity": 0, "velocity": 3, "stress": 2}}, None,
          ["/splits/train/t3_fields/velocity", "valid: 0"]),
-        ("stray order", {"orders": {**GRID_KW["orders"], "pressure": 0}}, None, ["'pressure'", "valid: vorticity"]),
+        ("stray order", {"orders": {**GRID_KW["orders"], "pressure": 0}}, None,
+         ["'pressure'", "valid: vorticity"]),
         ("t2 not square", {}, split_with(train__stress=np.zeros((5, T, X, Y, 2, 3))),
          ["/splits/train/t2_fields/stress", "(D, D)"]),
         ("dims too short", {"dims": {**GRID_KW["dims"], "velocity": ["x", "y"]}}, None,
@@ -236,14 +239,16 @@ def _bad_write_cases():
          ["/splits/train/t1_fields/velocity", "only t2 fields"]),
         ("both flags", {"antisymmetric": ["stress"]}, None,
          ["/splits/train/t2_fields/stress", "both symmetric and antisymmetric"]),
-        ("not symmetric", {}, split_with(val__stress=np.arange(2 * T * X * Y * 4.0).reshape(2, T, X, Y, 2, 2)),
+        ("not symmetric", {},
+         split_with(val__stress=np.arange(2 * T * X * Y * 4.0).reshape(2, T, X, Y, 2, 2)),
          ["/splits/val/t2_fields/stress", "flagged symmetric"]),
         ("missing in split", {}, split_with(val__velocity=None),
          ["/splits/val/t1_fields/velocity", "missing", "split 'train' has it"]),
         ("extra in split", {"orders": {**GRID_KW["orders"], "extra": 0}}, split_with(test__extra=np.zeros(3)),
          ["/splits/test/t0_fields/extra", "not in split 'train'"]),
         ("shape across splits", {}, split_with(val__velocity=np.zeros((2, T, X, Y, 3), np.float32)),
-         ["/splits/val/t1_fields/velocity", "per-sample shape (3, 8, 6, 3) here but (3, 8, 6, 2) in split 'train'"]),
+         ["/splits/val/t1_fields/velocity", "per-sample shape (3, 8, 6, 3) here but "
+                                            "(3, 8, 6, 2) in split 'train'"]),
         ("dtype across splits", {}, split_with(val__nu=np.zeros(2, np.float64)),
          ["/splits/val/scalars/nu", "dtype float64 here but float32 in split 'train'"]),
         ("unequal N", {}, split_with(val__nu=np.zeros(3, np.float32)),
@@ -261,7 +266,8 @@ def _bad_write_cases():
          ["/boundary_conditions/x", "['q']"]),
         ("bad coords", {"dimensions": {**GRID_KW["dimensions"], "x": np.zeros((X, 2))}}, None,
          ["/dimensions/x", "1-D"]),
-        ("global scalar array", {"scalars": {"beta": np.ones(3)}}, None, ["/scalars/beta", "one real number"]),
+        ("global scalar array", {"scalars": {"beta": np.ones(3)}}, None,
+         ["/scalars/beta", "one real number"]),
         ("reserved attr", {"attrs": {"grid_type": "x"}}, None, ["/", "'grid_type'", "not allowed"]),
         ("bad attr", {"attrs": {"solver": {"f": object()}}}, None, ["attrs['solver']", "JSON"]),
         ("grid type", {"grid_type": "mesh"}, None, ["grid_type 'mesh'", "cartesian, none"]),
@@ -274,7 +280,8 @@ def _bad_write_cases():
 def test_write_rejects(tmp_path: Path, overrides, splits, parts):
     path = tmp_path / "bad.h5"
     with raises_data_error(path, *parts):
-        write_dataset(path, splits=splits if splits is not None else grid_splits(), **{**GRID_KW, **overrides})
+        write_dataset(path, splits=splits if splits is not None else grid_splits(),
+                      **{**GRID_KW, **overrides})
     assert list(tmp_path.iterdir()) == []
 
 
@@ -302,7 +309,8 @@ READ_CASES = [
     ("no schema attr", lambda f: f.attrs.__delitem__("flowsci_schema"), ["/", "'flowsci_schema' missing"]),
     ("new schema", lambda f: f.attrs.__setitem__("flowsci_schema", 2), ["/", "reads schema version 1"]),
     ("no group", lambda f: f.__delitem__("boundary_conditions"), ["/boundary_conditions", "group missing"]),
-    ("no split group", lambda f: f.__delitem__("splits/test/t2_fields"), ["/splits/test/t2_fields", "missing"]),
+    ("no split group", lambda f: f.__delitem__("splits/test/t2_fields"),
+     ["/splits/test/t2_fields", "missing"]),
     ("unexpected", lambda f: f.create_group("splits/val/t3_fields"), ["/splits/val/t3_fields", "unexpected"]),
     ("field missing in split", lambda f: f.__delitem__("splits/val/t1_fields/velocity"),
      ["/splits/val/t1_fields/velocity", "missing"]),
@@ -318,8 +326,10 @@ READ_CASES = [
      ["/boundary_conditions/lid", "'slip'", "valid: periodic, wall, open, none"]),
     ("n_samples", lambda f: f["splits/val"].attrs.__setitem__("n_samples", 7),
      ["/splits/val/t0_fields/vorticity", "2 samples", "n_samples is 7"]),
-    ("shape across splits", lambda f: _replace(f, "splits/test/t1_fields/velocity", np.zeros((3, T, X, Y, 3), "f4")),
-     ["/splits/test/t1_fields/velocity", "per-sample shape (3, 8, 6, 3) here but (3, 8, 6, 2) in split 'train'"]),
+    ("shape across splits",
+     lambda f: _replace(f, "splits/test/t1_fields/velocity", np.zeros((3, T, X, Y, 3), "f4")),
+     ["/splits/test/t1_fields/velocity", "per-sample shape (3, 8, 6, 3) here but "
+                                         "(3, 8, 6, 2) in split 'train'"]),
     ("dtype across splits", lambda f: _replace(f, "splits/test/t0_fields/vorticity", np.zeros((3, T, X, Y))),
      ["/splits/test/t0_fields/vorticity", "dtype float64 here but float32 in split 'train'"]),
     ("flags across splits", lambda f: f["splits/test/t2_fields/stress"].attrs.__setitem__("symmetric", False),
@@ -328,7 +338,8 @@ READ_CASES = [
      ["/splits/val/t2_fields/stress", "true or false"]),
     ("varying coords", lambda f: f["dimensions/time"].attrs.__setitem__("time_varying", True),
      ["/dimensions/time", "not supported"]),
-    ("global scalar", lambda f: _replace(f, "scalars/beta", np.ones(2)), ["/scalars/beta", "one real number"]),
+    ("global scalar", lambda f: _replace(f, "scalars/beta", np.ones(2)),
+     ["/scalars/beta", "one real number"]),
     ("no splits", lambda f: [f["splits"].__delitem__(s) for s in SIZES], ["/splits", "no splits"]),
     ("string data", lambda f: _replace(f, "splits/train/scalars/nu", np.array([b"a"] * 5)),
      ["/splits/train/scalars/nu", "dtype |S1"]),
@@ -366,7 +377,8 @@ def test_truncated_file(grid_file: Path):
 def test_unknown_split_and_field(grid_file: Path):
     with raises_data_error(grid_file, "/splits/valid", "did you mean 'val'", "available: train, val, test"):
         load_split(grid_file, "valid")
-    with raises_data_error(grid_file, "/splits/train/velocty", "available: vorticity, velocity, stress, nu, seed"):
+    with raises_data_error(grid_file, "/splits/train/velocty",
+                           "available: vorticity, velocity, stress, nu, seed"):
         InMemoryDataset.from_file(grid_file, "train", ["velocty"])
     with raises_data_error(grid_file, "/splits/train", "list of names"):
         load_split(grid_file, "train", "velocity")
@@ -439,8 +451,8 @@ def test_data_splits_from_file(grid_file: Path, point_file: Path):
         data = DataSplits.from_file(grid_file, lazy=lazy, fields=["velocity"])
         assert [len(d) for d in (data.train, data.val, data.test)] == list(SIZES.values())
         assert list(data.val[0]) == ["velocity"] and data.meta.name == "kolmogorov"
-    one_split = write_dataset(point_file.with_name("one.h5"), name="one", splits={"train": {"x": np.zeros((2, 2))}},
-                              orders={"x": 1})
+    one_split = write_dataset(point_file.with_name("one.h5"), name="one",
+                              splits={"train": {"x": np.zeros((2, 2))}}, orders={"x": 1})
     with raises_data_error(one_split, "/splits", "missing split(s) ['val', 'test']"):
         DataSplits.from_file(one_split)
 

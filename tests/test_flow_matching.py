@@ -12,7 +12,7 @@ from flowsci.errors import ConfigError
 from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler, sample
 from flowsci.metrics import straightness
 from flowsci.nn.mlp import VelocityMLP
-from flowsci.plugins import COUPLINGS, GRIDS, LOSSES, PATHS, SOLVERS, TIME_SAMPLERS
+from flowsci.registry import COUPLINGS, GRIDS, LOSSES, PATHS, SOLVERS, TIME_SAMPLERS
 from flowsci.sources import StandardNormal
 from flowsci.spaces import Euclidean
 
@@ -102,7 +102,8 @@ def test_every_loss_composes(name):
 
 
 def test_bad_component_parameters_name_the_key():
-    with pytest.raises(ConfigError, match=r"'objective.timesteps.mu' is not a parameter of time sampler 'logit_normal'"):
+    with pytest.raises(ConfigError, match=r"'objective.timesteps.mu' is not a parameter of time "
+                                          r"sampler 'logit_normal'"):
         FlowMatching.from_config(FlowMatchingConfig(timesteps={"name": "logit_normal", "mu": 1.0}))
     with pytest.raises(ConfigError, match=r"'objective.coupling': unknown coupling 'otx'"):
         FlowMatching.from_config(FlowMatchingConfig(coupling="otx"))

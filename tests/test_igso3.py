@@ -1,4 +1,5 @@
-"""Oracle tests of IGSO(3) (flowsci.spaces.igso3), flow_engines.md §3.1, §3.4 and §5 O11.
+"""Oracle tests (docs/design.md) of IGSO(3) (flowsci.spaces.igso3), sampled as in FoldFlow
+(Bose et al., ICLR 2024).
 
 The oracles: scipy.integrate.quad of the angle density (normalisation, CDF, second moment),
 the KS test of sampled angles (measured by scipy's Rotation) against that quadrature CDF, the
@@ -160,7 +161,8 @@ def test_large_sigma_approaches_haar():
     gap = [(IGSO3(s).angle_density(omega) - haar_angle_density(omega)).abs().max() for s in (1.0, 2.0, 3.0)]
     assert gap[0] > gap[1] > gap[2] > 0
     R = SO3Matrix().random_base(10, generator=torch.Generator().manual_seed(9), dtype=F64)
-    torch.testing.assert_close(IGSO3(10.0).log_prob(R), torch.full((10,), -math.log(8 * math.pi ** 2), dtype=F64))
+    torch.testing.assert_close(IGSO3(10.0).log_prob(R),
+                               torch.full((10,), -math.log(8 * math.pi ** 2), dtype=F64))
 
 
 @pytest.mark.parametrize("sigma", [0.5, 1.5])
@@ -179,7 +181,8 @@ def test_log_prob_is_chart_and_mean_invariant_and_keeps_dtype():
     R = ig.sample(50, generator=generator, dtype=F64)
     M = SO3Matrix().random_base(50, generator=generator, dtype=F64)
     torch.testing.assert_close(ig.log_prob(M @ R, M), ig.log_prob(R))
-    torch.testing.assert_close(ig.log_prob(matrix_to_quaternion(M @ R), matrix_to_quaternion(M)), ig.log_prob(R))
+    torch.testing.assert_close(ig.log_prob(matrix_to_quaternion(M @ R), matrix_to_quaternion(M)),
+                               ig.log_prob(R))
     torch.testing.assert_close(ig.log_prob(-matrix_to_quaternion(R)), ig.log_prob(R))
     assert ig.log_prob(R.float()).dtype == torch.float32
     assert ig.sample(3, generator=generator).dtype == torch.float32

@@ -45,7 +45,8 @@ def near_isotropic(n: int, gen: torch.Generator, amplitude: float) -> tuple[torc
         a = torch.randn(4, dtype=DT, generator=gen)
         fields.append(a[0] * torch.cos(k * x + a[1]) + a[2] * torch.sin(k * (x + 2 * y) + a[3]))
     c = 1 + 0.5 * amplitude * fields[0]
-    Q = amplitude * torch.stack([torch.stack([fields[1], fields[2]], -1), torch.stack([fields[2], -fields[1]], -1)], -2)
+    Q = amplitude * torch.stack([torch.stack([fields[1], fields[2]], -1),
+                                 torch.stack([fields[2], -fields[1]], -1)], -2)
     return c, isotropic(c) + Q
 
 
@@ -78,7 +79,8 @@ def test_energy_spectrum_parseval_and_single_mode():
     u = torch.randn(2, 24, 24, 2, dtype=DT, generator=gen)
     k, spectrum = energy_spectrum(u, L)
     dk = 2 * math.pi / L
-    torch.testing.assert_close(spectrum.sum(-1) * dk, 0.5 * u.square().sum(-1).mean((-2, -1)), rtol=1e-13, atol=0)
+    torch.testing.assert_close(spectrum.sum(-1) * dk, 0.5 * u.square().sum(-1).mean((-2, -1)), rtol=1e-13,
+                               atol=0)
     x, y = grid(24)
     wave = torch.cos(2 * math.pi / L * (3 * x + 4 * y))
     k, spectrum = energy_spectrum(torch.stack([2 * wave, torch.zeros_like(wave)], -1), L)
@@ -119,7 +121,8 @@ def test_linear_decay_matches_sbdf2_recurrence_and_exponential():
     p = ActiveSuspensionParams(n=16, alpha=0.0, beta=0.0, zeta=0.0, d_t=0.05, d_r=0.05, dt=2e-3)
     sim = ActiveSuspension2D(p, make_closure("quadratic"))
     x, y = grid(16)
-    k, k_c = 2 * math.pi / L * torch.tensor([1.0, 2.0], dtype=DT), 2 * math.pi / L * torch.tensor([3.0, 0.0], dtype=DT)
+    k = 2 * math.pi / L * torch.tensor([1.0, 2.0], dtype=DT)
+    k_c = 2 * math.pi / L * torch.tensor([3.0, 0.0], dtype=DT)
     mode, mode_c = torch.cos(k[0] * x + k[1] * y), torch.cos(k_c[0] * x + k_c[1] * y)
     c = 1 + 0.1 * mode_c
     Q = 0.1 * torch.tensor([[0.3, 0.2], [0.2, -0.3]], dtype=DT) * mode[..., None, None]
@@ -135,7 +138,8 @@ def test_linear_decay_matches_sbdf2_recurrence_and_exponential():
         g = np.roots([1.5 + rate * p.dt, -2.0, 0.5])
         y1 = 1 / (1 + rate * p.dt)
         b = (y1 - g[0]) / (g[1] - g[0])
-        return float(np.real((1 - b) * g[0] ** n_steps + b * g[1] ** n_steps)), math.exp(-rate * n_steps * p.dt)
+        return (float(np.real((1 - b) * g[0] ** n_steps + b * g[1] ** n_steps)),
+                math.exp(-rate * n_steps * p.dt))
 
     discrete_q, exact_q = amplitude(p.d_t * float(k.dot(k)) + 4 * p.d_r)
     discrete_c, exact_c = amplitude(p.d_t * float(k_c.dot(k_c)))
@@ -148,7 +152,8 @@ def test_linear_decay_matches_sbdf2_recurrence_and_exponential():
 
 def test_mass_trace_and_band_are_kept_under_the_full_dynamics():
     gen = torch.Generator().manual_seed(0)
-    sim = ActiveSuspension2D(ActiveSuspensionParams(n=24, alpha=-4.0, zeta=5.0, dt=5e-3), make_closure("bingham2d"))
+    sim = ActiveSuspension2D(ActiveSuspensionParams(n=24, alpha=-4.0, zeta=5.0, dt=5e-3),
+                             make_closure("bingham2d"))
     c0, D0 = near_isotropic(24, gen, 0.2)
     state = sim.make_state(c0, D0)
     mass = float(state.c.mean())
@@ -193,7 +198,8 @@ def test_linear_growth_rate_of_a_shear_mode(name, zeta, alpha):
     p = ActiveSuspensionParams(n=16, alpha=alpha, zeta=zeta, dt=0.01)
     k = 2 * math.pi / L
     alpha_eff = alpha - 2 * zeta * p.beta * kappa
-    rate = -(1 - 2 * gamma) * alpha_eff / (2 * (1 + p.beta * gamma / 2)) + 4 * zeta * kappa - (p.d_t * k * k + 4 * p.d_r)
+    rate = (-(1 - 2 * gamma) * alpha_eff / (2 * (1 + p.beta * gamma / 2)) + 4 * zeta * kappa
+            - (p.d_t * k * k + 4 * p.d_r))
     sim = ActiveSuspension2D(p, make_closure(name))
     x, _ = grid(16)
     c = torch.ones(16, 16, dtype=DT)
@@ -215,7 +221,8 @@ def test_time_step_convergence_is_second_order():
     c0, D0 = near_isotropic(16, gen, 0.15)
     finals = []
     for dt in (0.02, 0.01, 0.005):
-        sim = ActiveSuspension2D(ActiveSuspensionParams(n=16, alpha=-3.0, zeta=1.0, dt=dt), make_closure("bingham2d"))
+        sim = ActiveSuspension2D(ActiveSuspensionParams(n=16, alpha=-3.0, zeta=1.0, dt=dt),
+                                 make_closure("bingham2d"))
         state = sim.make_state(c0, D0)
         for _ in range(round(0.4 / dt)):
             state = sim.step(state)
@@ -230,7 +237,8 @@ def test_enough_sweeps_make_the_step_independent_of_the_velocity_guess():
     c0, D0 = near_isotropic(16, gen, 0.2)
     results = {}
     for sweeps in (1, 40):
-        sim = ActiveSuspension2D(ActiveSuspensionParams(n=16, dt=0.01, sweeps=sweeps), make_closure("bingham2d"))
+        sim = ActiveSuspension2D(ActiveSuspensionParams(n=16, dt=0.01, sweeps=sweeps),
+                                 make_closure("bingham2d"))
         state = sim.step(sim.make_state(c0, D0))
         zero_guess = dataclasses.replace(state, u_hat=torch.zeros_like(state.u_hat))
         results[sweeps] = (sim.step(state).D - sim.step(zero_guess).D).abs().max()
@@ -248,8 +256,13 @@ def test_gradient_through_ten_steps_matches_central_difference():
         def closure(D: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             # θ · quadratic + (1 − θ) · isotropic fourth moment
             c = D.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None]
-            iso = lambda X: c / 8 * (2 * X + X.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None] * eye)
-            quad = lambda X: D * (D * X).sum((-2, -1), keepdim=True) / c
+
+            def iso(X: torch.Tensor) -> torch.Tensor:
+                return c / 8 * (2 * X + X.diagonal(dim1=-2, dim2=-1).sum(-1)[..., None, None] * eye)
+
+            def quad(X: torch.Tensor) -> torch.Tensor:
+                return D * (D * X).sum((-2, -1), keepdim=True) / c
+
             return theta * quad(E) + (1 - theta) * iso(E), theta * quad(D) + (1 - theta) * iso(D)
 
         sim = ActiveSuspension2D(ActiveSuspensionParams(n=16, alpha=-3.0, zeta=5.0, dt=0.01), closure)
@@ -286,13 +299,18 @@ def test_bad_input_raises_clear_errors():
         sim.make_state(c, isotropic(c)[..., 0])
     with pytest.raises(ValueError, match="D must be symmetric"):
         sim.make_state(c, isotropic(c) + torch.tensor([[0.0, 0.1], [0.0, 0.0]], dtype=DT))
-    with pytest.raises(ValueError, match="closure rejected the fields at step 0: D must be positive semi-definite"):
+    with pytest.raises(ValueError, match="closure rejected the fields at step 0: "
+                                         "D must be positive semi-definite"):
         sim.make_state(c, isotropic(c) + torch.tensor([[0.6, 0.0], [0.0, -0.6]], dtype=DT))
     with pytest.raises(ValueError, match="amplitude must lie in"):
         sim.initial_state(torch.Generator(), amplitude=0.5)
     with pytest.raises(ValueError, match="state is on a"):
-        ActiveSuspension2D(ActiveSuspensionParams(n=16), make_closure("quadratic")).step(sim.make_state(c, isotropic(c)))
-    nan_closure = lambda D, E: (torch.full_like(D, math.nan), torch.full_like(D, math.nan))
+        ActiveSuspension2D(ActiveSuspensionParams(n=16),
+                           make_closure("quadratic")).step(sim.make_state(c, isotropic(c)))
+
+    def nan_closure(D: torch.Tensor, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.full_like(D, math.nan), torch.full_like(D, math.nan)
+
     state = sim.step(sim.step(sim.make_state(c, isotropic(c))))
     with pytest.raises(FloatingPointError, match="non-finite at step 3"):
         ActiveSuspension2D(ActiveSuspensionParams(n=8), nan_closure).step(state)

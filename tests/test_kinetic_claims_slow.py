@@ -1,9 +1,10 @@
-"""Slow tier: the kinetic-closure paper's claims at CPU scale (sciml_anchors §B.3.4–5), through
-``bench/kinetic.py`` (about 20 min on one thread): a priori, the learned closures are at least as
-accurate as Bingham's and both far better than the quadratic closure; a posteriori, in the 64²
-active suspension, the fine-tuned learned closure runs 10⁴ steps and matches the Bingham run's
-mean speed and order parameter to 10 % and its spectrum to a factor 1.5 for k < k_max/3 (time
-means over t ∈ [10, 50]), while the quadratic closure misses the order parameter and the spectrum.
+"""Slow tier: the kinetic-closure paper's claims at CPU scale (Maddu, Weady & Shelley,
+J. Comput. Phys. 2024), through ``bench/kinetic.py`` (about 20 min on one thread): a priori, the
+learned closures are at least as accurate as Bingham's and both far better than the quadratic
+closure; a posteriori, in the 64² active suspension, the fine-tuned learned closure runs 10⁴
+steps and matches the Bingham run's mean speed and order parameter to 10 % and its spectrum to a
+factor 1.5 for k < k_max/3 (time means over t ∈ [10, 50]), while the quadratic closure misses the
+order parameter and the spectrum.
 
 ``FLOWSCI_KINETIC_BENCH=bench/results/kinetic.json`` checks a finished benchmark instead of
 running it; its parameters must be the benchmark's current ones.
@@ -21,7 +22,8 @@ import pytest
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
-ANCHORS = {"learned": (0.019, 0.0036), "bingham": (0.037, 0.0070), "quadratic": (0.611, 0.099)}   # §B.3.4
+# toy-scale reference numbers (RK4 on 128 angles)
+ANCHORS = {"learned": (0.019, 0.0036), "bingham": (0.037, 0.0070), "quadratic": (0.611, 0.099)}
 
 
 def _bench():
@@ -38,7 +40,8 @@ def results(tmp_path_factory) -> dict:
     if not path:
         return bench.run(tmp_path_factory.mktemp("kinetic") / "kinetic.json")
     results = json.loads(Path(path).read_text())
-    expected = {"params": dataclasses.asdict(bench.PARAMS), "tol": bench.TOL, "steps": 10_000, "window_start": 10.0}
+    expected = {"params": dataclasses.asdict(bench.PARAMS), "tol": bench.TOL, "steps": 10_000,
+                "window_start": 10.0}
     stale = {key: (results.get(key), value) for key, value in expected.items() if results.get(key) != value}
     assert not stale, f"{path} was run with other settings (found, expected): {stale}; rerun bench/kinetic.py"
     return results
@@ -50,7 +53,7 @@ def test_a_priori_learned_at_least_bingham_and_both_far_below_quadratic(results)
             learned, bingham, quadratic = (rows[name][term] for name in ("learned", "bingham", "quadratic"))
             assert learned <= bingham, (d, term, rows)
             assert bingham <= 0.2 * quadratic, (d, term, rows)
-    # the 2-D numbers against the reference check of §B.3.4 (other data: RK4 on 128 angles)
+    # the 2-D numbers against an independent toy-scale check (other data: RK4 on 128 angles)
     for name, anchors in ANCHORS.items():
         for term, anchor in zip(("SE", "SD"), anchors):
             value = results["a_priori"]["d2"][name][term]

@@ -4,6 +4,7 @@ resume, and the config errors."""
 
 from __future__ import annotations
 
+import logging
 import math
 import shutil
 
@@ -17,17 +18,21 @@ from scipy.special import ive
 
 from flowsci.checkpoint import list_checkpoints, load_checkpoint, load_model
 from flowsci.config import load_config
+from flowsci.data import ensure_data
+from flowsci.data.lifecycle import default_path
 from flowsci.errors import ConfigError
-from flowsci.plugins import get_domain
+from flowsci.plugins import create_domain
 from flowsci.training import train
 from flowsci_domains.kinetic.a_priori import closure_errors
 from flowsci_domains.kinetic.orientation import generate_dataset
 
 YAML = REPO / "domains" / "kinetic.yaml"
-TINY = ["data.n_trajectories=4", "data.n_train=3", "data.n_pieces=8", "data.n_transient_pieces=2",   # 30 snapshots each
+TINY = ["data.n_trajectories=4", "data.n_train=3",
+        "data.n_pieces=8", "data.n_transient_pieces=2",   # 30 snapshots each
         "train.batch_size=30", "train.log_every=5", "train.checkpoint_every=0", "eval.n_samples=50"]
 MODELS = {2: ["model={name: learned_closure_2d, hidden: 16, depth: 2}", "data.n_modes=16"],
-          3: ["model={name: learned_closure_3d, hidden: 8, gated: 4, depth: 1}", "domain.d=3", "data.n_modes=6"]}
+          3: ["model={name: learned_closure_3d, hidden: 8, gated: 4, depth: 1}", "domain.d=3",
+              "data.n_modes=6"]}
 
 
 def config(*overrides: str, d: int = 2):
@@ -47,7 +52,7 @@ def relative(pred: np.ndarray, true: np.ndarray) -> float:
 
 def bingham_2d(D: np.ndarray) -> np.ndarray:
     """S of the 2-D Bingham distribution with second moment D (2, 2), from the eigenframe formulas
-    of sciml_anchors §B.3.2 with a bracketing root finder: (2, 2, 2, 2)."""
+    of the 2-D Bingham closure (Maddu, Weady & Shelley 2024) with a bracketing root finder: (2, 2, 2, 2)."""
     lam, vec = np.linalg.eigh(D)
     c = lam.sum()
     m2 = (lam[1] - lam[0]) / c
@@ -64,14 +69,15 @@ def bingham_2d(D: np.ndarray) -> np.ndarray:
 @pytest.mark.parametrize("d", [2, 3])
 def test_training_lowers_the_test_error_and_reports_the_analytic_closures(tmp_path, d) -> None:
     cfg = config(f"train.steps={60 if d == 2 else 200}", "train.lr=0.01", d=d)
-    domain = get_domain("kinetic")
+    domain = create_domain("kinetic")
     data = domain.build_data(cfg)
     torch.manual_seed(cfg.seed)                                  # the Trainer's initial weights
     before = closure_errors(domain.build_model(cfg), data.test.tensors)
     result = train(cfg, tmp_path / "run", progress=False)
     m = result.metrics
     assert all(math.isfinite(v) for v in m.values()), m
-    assert m["test_SE_learned"] < 0.5 * before["SE"] and m["test_SD_learned"] < 0.5 * before["SD"], (before, m)
+    assert (m["test_SE_learned"] < 0.5 * before["SE"]
+            and m["test_SD_learned"] < 0.5 * before["SD"]), (before, m)
     assert m["test_SE_bingham"] < 0.2 * m["test_SE_quadratic"]              # B.3.4: 0.037 vs 0.611
     for term in ("SE", "SD"):
         assert m[f"test_{term}_learned_over_bingham"] == pytest.approx(
@@ -79,7 +85,7 @@ def test_training_lowers_the_test_error_and_reports_the_analytic_closures(tmp_pa
 
     # oracles from the raw file: the quadratic closure S = D⊗D/c in closed form, the 2-D Bingham
     # closure from its eigenframe formulas, and the checkpointed model's own predictions
-    test = file_snapshots(domain.data_path(cfg), "test")
+    test = file_snapshots(domain.data_file(cfg), "test")
     D, E = test["D"], test["E"]
     c = np.trace(D, axis1=-2, axis2=-1)[:, None, None]
     quadratic_SE = D * np.einsum("nkl,nkl->n", D, E)[:, None, None] / c
@@ -89,8 +95,8 @@ def test_training_lowers_the_test_error_and_reports_the_analytic_closures(tmp_pa
     if d == 2:
         S = np.stack([bingham_2d(x) for x in D])
         for term, M in (("SE", E), ("SD", D)):
-            assert m[f"test_{term}_bingham"] == pytest.approx(relative(np.einsum("nijkl,nkl->nij", S, M), test[term]),
-                                                              rel=1e-8)
+            assert m[f"test_{term}_bingham"] == pytest.approx(
+                relative(np.einsum("nijkl,nkl->nij", S, M), test[term]), rel=1e-8)
     model = load_model(result.run_dir)
     with torch.no_grad():
         SE, SD = model(torch.from_numpy(D), torch.from_numpy(E))
@@ -101,7 +107,7 @@ def test_training_lowers_the_test_error_and_reports_the_analytic_closures(tmp_pa
 
 def test_the_loss_on_the_whole_training_set_is_the_sum_of_squared_relative_errors() -> None:
     cfg = config()
-    domain = get_domain("kinetic")
+    domain = create_domain("kinetic")
     data = domain.build_data(cfg)
     torch.manual_seed(1)
     model = domain.build_model(cfg)
@@ -120,10 +126,10 @@ def test_the_loss_on_the_whole_training_set_is_the_sum_of_squared_relative_error
     assert all(p.grad is not None and bool(torch.isfinite(p.grad).all()) for p in model.parameters())
 
 
-def test_data_file_is_written_once_split_by_trajectory_and_reused(capsys) -> None:
+def test_data_file_is_written_once_split_by_trajectory_and_reused(caplog) -> None:
     cfg = config("data.seed=5")
-    domain = get_domain("kinetic")
-    path = domain.data_path(cfg)
+    domain = create_domain("kinetic")
+    path = domain.data_file(cfg)
     data = domain.build_data(cfg)
     assert path.is_file() and data.meta.path == path and data.meta.fields["SE"].symmetric
     arrays, _ = generate_dataset(2, 4, seed=5, n_modes=16, n_pieces=8, n_transient_pieces=2)
@@ -137,12 +143,13 @@ def test_data_file_is_written_once_split_by_trajectory_and_reused(capsys) -> Non
     stamp = path.stat().st_mtime_ns
     domain.build_data(cfg)
     assert path.stat().st_mtime_ns == stamp
-    assert domain.data_path(config("data.seed=5", "data.zeta_max=0.5")) != path
-    assert domain.data_path(config("data.seed=5", "data.n_train=2")) != path
-    capsys.readouterr()
-    domain.build_data(config("data.seed=5", "data.regenerate=true"))
+    assert default_path(domain, config("data.seed=5", "data.zeta_max=0.5")) != path
+    assert default_path(domain, config("data.seed=5", "data.n_train=2")) != path
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="flowsci"):
+        ensure_data(domain, config("data.seed=5"), force=True)  # data.regenerate / data make --force
     assert path.stat().st_mtime_ns != stamp
-    assert capsys.readouterr().err.count("kinetic: generating") == 1
+    assert caplog.text.count("kinetic: generating") == 1
 
 
 def test_resume_after_an_interruption_is_bit_for_bit(tmp_path) -> None:
@@ -164,7 +171,8 @@ def test_resume_after_an_interruption_is_bit_for_bit(tmp_path) -> None:
 def test_bad_config_values_name_the_key(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"domain.*d must be 2"):
         config("domain.d=4")
-    with pytest.raises(ConfigError, match=r"data.*n_train must be an integer in \[1, n_trajectories - 1 = 3\], got 4"):
+    with pytest.raises(ConfigError,
+                       match=r"data.*n_train must be an integer in \[1, n_trajectories - 1 = 3\], got 4"):
         config("data.n_train=4")
     with pytest.raises(ConfigError, match=r"data.*n_modes must be null or an even integer >= 4, got 5"):
         config("data.n_modes=5")
@@ -174,7 +182,8 @@ def test_bad_config_values_name_the_key(tmp_path) -> None:
         config("data.n_trajectory=3")
     with pytest.raises(ConfigError, match=r"model.hidden"):
         config("model.hidden=wide")
-    with pytest.raises(ConfigError, match=r"model.name='learned_closure_3d' works in d = \(3,\), but domain.d = 2"):
+    with pytest.raises(ConfigError,
+                       match=r"model.name='learned_closure_3d' works in d = \(3,\), but domain.d = 2"):
         train(config("model={name: learned_closure_3d}", "train.steps=1"), tmp_path / "run", progress=False)
     with pytest.raises(ConfigError, match=r"model.name='mlp_velocity' is not a closure"):
-        get_domain("kinetic").build_model(config("model={name: mlp_velocity, dim: 2}"))
+        create_domain("kinetic").build_model(config("model={name: mlp_velocity, dim: 2}"))

@@ -113,7 +113,8 @@ def test_rebuild_3d_reproduces_discrete_distributions() -> None:
         weights = torch.rand(11, dtype=DT, generator=gen) * 2
         D, S = discrete_moments(points, weights)
         rest = S - rebuild_fourth_moment_3d(D, torch.zeros(9, dtype=DT))
-        torch.testing.assert_close(torch.einsum("iikl->kl", rest), torch.zeros(3, 3, dtype=DT), atol=1e-14, rtol=0)
+        torch.testing.assert_close(torch.einsum("iikl->kl", rest), torch.zeros(3, 3, dtype=DT), atol=1e-14,
+                                   rtol=0)
         harmonic = torch.einsum("aijkl,ijkl->a", basis, S) / weights.sum()
         torch.testing.assert_close(rebuild_fourth_moment_3d(D, harmonic), S, atol=1e-13, rtol=0)
 
@@ -156,7 +157,8 @@ def test_equivariance_under_rotations_and_reflections(d: int) -> None:
                 Dt, Et, Rt = D.to(dtype), E.to(dtype), R.to(dtype)
                 SE, SD = model(Dt, Et)
                 D_rot, E_rot = (Rt @ X @ Rt.mT for X in (Dt, Et))          # symmetric up to rounding:
-                SE_rot, SD_rot = model(0.5 * (D_rot + D_rot.mT), 0.5 * (E_rot + E_rot.mT))  # float32 fails tol
+                SE_rot, SD_rot = model(0.5 * (D_rot + D_rot.mT),
+                                       0.5 * (E_rot + E_rot.mT))  # float32 fails tol
                 torch.testing.assert_close(SE_rot, Rt @ SE @ Rt.mT, atol=tol, rtol=0)
                 torch.testing.assert_close(SD_rot, Rt @ SD @ Rt.mT, atol=tol, rtol=0)
 
@@ -167,7 +169,8 @@ def test_isotropic_D_gives_isotropic_S_for_any_weights(d: int) -> None:
     the weights and E; S is continuous there and gradients stay finite."""
     if d == 2:
         angle = 2 * math.pi * torch.arange(64, dtype=DT) / 64
-        points, weights = torch.stack([torch.cos(angle), torch.sin(angle)], -1), torch.full((64,), 1 / 64, dtype=DT)
+        points = torch.stack([torch.cos(angle), torch.sin(angle)], -1)
+        weights = torch.full((64,), 1 / 64, dtype=DT)
     else:
         z, w = np.polynomial.legendre.leggauss(8)
         angle = 2 * math.pi * np.arange(16) / 16
@@ -218,7 +221,8 @@ def test_strain_changes_the_closure_only_with_use_strain() -> None:
         with_strain, without = small_closure(d, True), small_closure(d, False)
         with torch.no_grad():
             change = with_strain.fourth_moment(D, E) - with_strain.fourth_moment(D, 2 * E)
-            torch.testing.assert_close(without.fourth_moment(D, E), without.fourth_moment(D, 2 * E), atol=0, rtol=0)
+            torch.testing.assert_close(without.fourth_moment(D, E), without.fourth_moment(D, 2 * E), atol=0,
+                                       rtol=0)
         assert float(change.abs().max()) > 1e-6
 
 

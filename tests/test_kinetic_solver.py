@@ -33,7 +33,8 @@ def fine_grid(d: int) -> tuple[np.ndarray, np.ndarray]:
     z, wz = roots_legendre(48)
     phi = 2 * np.pi * np.arange(96) / 96
     ring = np.sqrt(1 - z**2)[:, None]
-    nodes = np.stack([ring * np.cos(phi), ring * np.sin(phi), np.repeat(z[:, None], 96, 1)], -1).reshape(-1, 3)
+    nodes = np.stack([ring * np.cos(phi), ring * np.sin(phi),
+                      np.repeat(z[:, None], 96, 1)], -1).reshape(-1, 3)
     return nodes, np.outer(wz, np.full(96, 2 * np.pi / 96)).ravel()
 
 
@@ -43,11 +44,12 @@ def random_units(rng: np.random.Generator, n: int, d: int) -> np.ndarray:
 
 
 def moment_rhs(A: np.ndarray, D: np.ndarray, S: np.ndarray, zeta: float, d_rotation: float) -> np.ndarray:
-    """The closed-form moment equation dD/dt (shared conventions, §B.3.1)."""
+    """The closed-form moment equation dD/dt (Maddu, Weady & Shelley 2024; conventions of the solver)."""
     d = len(D)
     E = 0.5 * (A + A.T)
     return (A @ D + D @ A.T - 2 * np.einsum("ijkl,kl->ij", S, E)
-            + 4 * zeta * (D @ D - np.einsum("ijkl,kl->ij", S, D)) - 2 * d * d_rotation * (D - np.trace(D) * np.eye(d) / d))
+            + 4 * zeta * (D @ D - np.einsum("ijkl,kl->ij", S, D))
+            - 2 * d * d_rotation * (D - np.trace(D) * np.eye(d) / d))
 
 
 @DIMS
@@ -98,7 +100,8 @@ def test_moments_and_projection_match_direct_quadrature(d: int) -> None:
     psi = field(nodes)
     D, S = solver.moments(coeffs)
     np.testing.assert_allclose(D, np.einsum("q,q,qi,qj->ij", weights, psi, nodes, nodes), rtol=1e-12)
-    np.testing.assert_allclose(S, np.einsum("q,q,qi,qj,qk,ql->ijkl", weights, psi, nodes, nodes, nodes, nodes),
+    np.testing.assert_allclose(S, np.einsum("q,q,qi,qj,qk,ql->ijkl",
+                                            weights, psi, nodes, nodes, nodes, nodes),
                                rtol=1e-12, atol=1e-13)
     np.testing.assert_allclose(solver.mass(coeffs), weights @ psi, rtol=1e-12)
 
@@ -120,14 +123,14 @@ def test_isotropic_state_has_isotropic_moments_and_stays(d: int) -> None:
     solver = OrientationSolver(d, d_rotation=0.25, zeta=0.0)
     area = 2 * np.pi if d == 2 else 4 * np.pi
     coeffs = solver.project(lambda p: np.full(len(p), 1 / area))
-    I = np.eye(d)
-    isotropic = (np.einsum("ij,kl->ijkl", I, I) + np.einsum("ik,jl->ijkl", I, I)
-                 + np.einsum("il,jk->ijkl", I, I)) / (d * (d + 2))
+    eye = np.eye(d)
+    isotropic = (np.einsum("ij,kl->ijkl", eye, eye) + np.einsum("ik,jl->ijkl", eye, eye)
+                 + np.einsum("il,jk->ijkl", eye, eye)) / (d * (d + 2))
     D, S = solver.moments(coeffs)
-    np.testing.assert_allclose(D, I / d, atol=1e-12)
+    np.testing.assert_allclose(D, eye / d, atol=1e-12)
     np.testing.assert_allclose(S, isotropic, atol=1e-12)
     run = solver.trajectory(coeffs, np.zeros((2, d, d)), 0.5, 3)
-    np.testing.assert_allclose(run["D"], np.broadcast_to(I / d, run["D"].shape), atol=1e-12)
+    np.testing.assert_allclose(run["D"], np.broadcast_to(eye / d, run["D"].shape), atol=1e-12)
     np.testing.assert_allclose(run["S"], np.broadcast_to(isotropic, run["S"].shape), atol=1e-12)
 
 
@@ -150,11 +153,13 @@ def test_pure_diffusion_decays_at_the_closed_form_rate(d: int) -> None:
     t = run["t"]
     if d == 2:  # ⟨cos 2φ⟩ by quadrature of Ψ, decaying as exp(−4 d_R t)
         nodes, weights = fine_grid(2)
-        cos2 = solver.density(run["coeffs"], nodes) @ (weights * np.cos(2 * np.arctan2(nodes[:, 1], nodes[:, 0])))
+        angle = np.arctan2(nodes[:, 1], nodes[:, 0])
+        cos2 = solver.density(run["coeffs"], nodes) @ (weights * np.cos(2 * angle))
         np.testing.assert_allclose(cos2, cos2[0] * np.exp(-4 * d_rotation * t), atol=1e-9)
     else:  # D − I/3 decays as exp(−6 d_R t)
         anisotropy = run["D"] - np.eye(3) / 3
-        np.testing.assert_allclose(anisotropy, anisotropy[0] * np.exp(-6 * d_rotation * t)[:, None, None], atol=1e-9)
+        np.testing.assert_allclose(anisotropy, anisotropy[0] * np.exp(-6 * d_rotation * t)[:, None, None],
+                                   atol=1e-9)
 
 
 @DIMS
@@ -169,7 +174,8 @@ def test_pure_rotation_turns_the_distribution_rigidly(d: int) -> None:
     for time, D, state in zip(run["t"], run["D"], run["coeffs"]):
         R = expm(W * time)
         np.testing.assert_allclose(D, R @ run["D"][0] @ R.T, atol=1e-9)
-        np.testing.assert_allclose(solver.density(state, points), solver.density(coeffs, points @ R), atol=1e-8)
+        np.testing.assert_allclose(solver.density(state, points), solver.density(coeffs, points @ R),
+                                   atol=1e-8)
 
 
 @DIMS

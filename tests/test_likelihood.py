@@ -1,4 +1,4 @@
-"""Oracle tests of the flow log-likelihood (flow_engines.md §5, O9): closed-form Gaussian flows,
+"""Oracle tests of the flow log-likelihood (docs/design.md): closed-form Gaussian flows,
 a matrix-logarithm formula for the Hutchinson estimate with a fixed probe, finite differences
 and closed-form gradients."""
 
@@ -10,8 +10,9 @@ import pytest
 import scipy.linalg
 import torch
 
-from flowsci.likelihood import draw_probes, log_likelihood
-from flowsci.plugins import SOLVERS
+from flowsci.divergence import draw_probes
+from flowsci.likelihood import log_likelihood
+from flowsci.registry import SOLVERS
 from flowsci.solvers import (
     RK4,
     Dopri5,
@@ -19,13 +20,12 @@ from flowsci.solvers import (
     FixedStepSolver,
     Heun,
     Midpoint,
-    RFSolver2,
     Solver,
     uniform_grid,
 )
 
 F64 = torch.float64
-FIXED: list[type[FixedStepSolver]] = [Euler, Midpoint, Heun, RK4, RFSolver2]
+FIXED: list[type[FixedStepSolver]] = [Euler, Midpoint, Heun, RK4]  # rf_solver2 is Midpoint
 
 
 def standard_normal_log_prob(x: torch.Tensor) -> torch.Tensor:
@@ -63,7 +63,8 @@ class MatrixGaussianFlow:
         return y @ (self.S - eye).T + self.mu
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.distributions.MultivariateNormal(self.mu, covariance_matrix=self.S @ self.S.T).log_prob(x)
+        return torch.distributions.MultivariateNormal(self.mu,
+                                                      covariance_matrix=self.S @ self.S.T).log_prob(x)
 
 
 def _matrix_flow() -> MatrixGaussianFlow:
@@ -71,7 +72,7 @@ def _matrix_flow() -> MatrixGaussianFlow:
     return MatrixGaussianFlow(torch.tensor([0.5, -1.0, 2.0], dtype=F64), S)
 
 
-# --- O9 (a): constant field --------------------------------------------------------------------
+# --- constant field ----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("solver_cls", [*FIXED, Dopri5])
@@ -96,7 +97,7 @@ def test_constant_field_gradient() -> None:
     torch.testing.assert_close(g, (x1 - a.detach()).sum(0), rtol=1e-12, atol=1e-12)
 
 
-# --- O9 (b): Gaussian flows -------------------------------------------------------------------
+# --- Gaussian flows ---------------------------------------------------------------------------
 
 
 def test_isotropic_gaussian_flow_exact_divergence() -> None:
@@ -130,8 +131,8 @@ def test_hutchinson_with_one_fixed_probe_matches_the_matrix_logarithm(probe: str
     L = int_0^1 (S - I) M_t^{-1} dt = log S (d/dt log M_t = (S - I) M_t^{-1}; S and M_t commute)."""
     flow = _matrix_flow()
     x1 = flow.mu + torch.randn(8, 3, dtype=F64) @ flow.S
-    result = log_likelihood(flow, x1, standard_normal_log_prob, solver=RK4(), steps=20, divergence="hutchinson",
-                            probe=probe, generator=torch.Generator().manual_seed(7))
+    result = log_likelihood(flow, x1, standard_normal_log_prob, solver=RK4(), steps=20,
+                            divergence="hutchinson", probe=probe, generator=torch.Generator().manual_seed(7))
     eps = draw_probes(1, x1, probe, torch.Generator().manual_seed(7))[0]
     log_s = torch.from_numpy(scipy.linalg.logm(flow.S.numpy()).real)
     x0 = torch.linalg.solve(flow.S, (x1 - flow.mu).T).T
@@ -149,8 +150,8 @@ def test_hutchinson_is_unbiased_and_averages_over_probes(probe: str) -> None:
     variances = []
     for n_probes in (1, 4):
         seeded = torch.Generator().manual_seed(n_probes)
-        est = log_likelihood(flow, x1, standard_normal_log_prob, solver=RK4(), steps=10, divergence="hutchinson",
-                             probe=probe, n_probes=n_probes, generator=seeded).log_p
+        est = log_likelihood(flow, x1, standard_normal_log_prob, solver=RK4(), steps=10,
+                             divergence="hutchinson", probe=probe, n_probes=n_probes, generator=seeded).log_p
         se = float(est.std()) / math.sqrt(len(est))
         assert se > 1e-3  # a random estimate, not the exact trace
         assert abs(float(est.mean()) - closed) < 3 * se, (float(est.mean()), closed, se)
@@ -164,7 +165,8 @@ def test_rademacher_is_exact_for_an_isotropic_jacobian() -> None:
     flow = IsotropicGaussianFlow(mu, 0.6)
     x1 = mu + 0.6 * torch.randn(4, 3, dtype=F64)
     exact = log_likelihood(flow, x1, standard_normal_log_prob, solver=RK4(), steps=10)
-    hutch = log_likelihood(flow, x1, standard_normal_log_prob, solver=RK4(), steps=10, divergence="hutchinson")
+    hutch = log_likelihood(flow, x1, standard_normal_log_prob, solver=RK4(), steps=10,
+                           divergence="hutchinson")
     torch.testing.assert_close(hutch.log_p, exact.log_p, rtol=0, atol=1e-12)
 
 
@@ -255,7 +257,8 @@ def test_solver_by_name_and_grid_in_either_order() -> None:
     x1 = torch.randn(4, 3, dtype=F64)
     reference = log_likelihood(flow, x1, standard_normal_log_prob, solver=Euler(), steps=6).log_p
     by_name = log_likelihood(flow, x1, standard_normal_log_prob, solver="euler", steps=6).log_p
-    increasing = log_likelihood(flow, x1, standard_normal_log_prob, solver=Euler(), times=uniform_grid(6)).log_p
+    increasing = log_likelihood(flow, x1, standard_normal_log_prob, solver=Euler(),
+                                times=uniform_grid(6)).log_p
     torch.testing.assert_close(by_name, reference, rtol=0, atol=0)
     torch.testing.assert_close(increasing, reference, rtol=0, atol=1e-14)
     if "rk4" in SOLVERS:  # the default solver, once its entry point is installed

@@ -2,7 +2,7 @@
 
 Oracles: hand-computed values, the asymptotes of pseudo-Huber, the papers' losses written in
 their own convention (SD3's weighted eps-loss, 2-RF++'s (1 - t) Huber and LPIPS/t terms with
-tau = 1 - t noise; rf_techniques.md §2.1, §3.3) and Monte Carlo identities with tolerances
+tau = 1 - t noise; Esser et al. 2024, §2; Lee, Lin & Fanti 2024) and Monte Carlo identities with tolerances
 from the standard error.
 """
 
@@ -171,8 +171,8 @@ def _mc(values: torch.Tensor) -> tuple[float, float]:
 
 
 def test_cosmap_weight_on_uniform_times_equals_cosmap_sampling() -> None:
-    """E_{t~U}[w_cosmap(t) f(t)] = E_{t~CosMap}[f(t)] = int f p_cosmap (SD3 §2.2, density typed
-    from the reference); f(t) = exp(2t) is fed through the loss as an MSE."""
+    """E_{t~U}[w_cosmap(t) f(t)] = E_{t~CosMap}[f(t)] = int f p_cosmap (SD3: Esser et al.
+    2024, §3.1); f(t) = exp(2t) is fed through the loss as an MSE."""
     n = 40_000
 
     def f(t: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,8 @@ def _sweep_rows(yaml_name: str, key: str, tmp_path_factory) -> list[dict]:
     rows = [{"method": r["method"], "x": float(r["_values"][key]), "seed": int(r["_values"]["seed"]),
              **{k: float(r[k]) for k in ("rel_l2", "adam_rel_l2", "lbfgs_iterations", "steps_to_target",
                                          "train_seconds")}} for r in collect(sweep, root)]
-    print(f"\n{yaml_name}: method {key} seed | rel_l2 adam_rel_l2 lbfgs_iterations steps_to_target train_seconds")
+    print(f"\n{yaml_name}: method {key} seed | "
+          "rel_l2 adam_rel_l2 lbfgs_iterations steps_to_target train_seconds")
     for r in sorted(rows, key=lambda r: (r["method"], r["x"], r["seed"])):
         print(f"  {r['method']:9} {r['x']:5g} {r['seed']} | {r['rel_l2']:.2e} {r['adam_rel_l2']:.2e} "
               f"{r['lbfgs_iterations']:4.0f} {r['steps_to_target']:5.0f} {r['train_seconds']:5.0f}")
@@ -68,7 +69,8 @@ def test_lpinn_error_is_below_1e_2_at_every_beta_with_less_than_3x_variation(con
 
 
 def test_lpinn_reaches_the_error_at_every_beta_within_the_budget_and_the_pinn_does_not(convection) -> None:
-    lpinn, pinn = _per_x(convection, "lpinn", "steps_to_target"), _per_x(convection, "pinn", "steps_to_target")
+    lpinn, pinn = (_per_x(convection, "lpinn", "steps_to_target"),
+                   _per_x(convection, "pinn", "steps_to_target"))
     assert all(np.isfinite(s) for seeds in lpinn.values() for s in seeds), lpinn
     assert not any(np.isfinite(s) for beta, seeds in pinn.items() if beta >= 20 for s in seeds), pinn
 

@@ -50,7 +50,8 @@ def test_adam_then_lbfgs_lowers_the_loss_and_reports_the_cost(tmp_path, model) -
 def test_resume_inside_the_lbfgs_phase_is_bit_for_bit(tmp_path) -> None:
     straight = train(config("train.steps=8", "train.lbfgs.steps=8"), tmp_path / "a", progress=False)
     train(config("train.steps=8", "train.lbfgs.steps=3"), tmp_path / "b", progress=False)
-    resumed = train(config("train.steps=8", "train.lbfgs.steps=8"), tmp_path / "b", resume=True, progress=False)
+    resumed = train(config("train.steps=8", "train.lbfgs.steps=8"), tmp_path / "b", resume=True,
+                    progress=False)
     a = load_checkpoint(list_checkpoints(straight.run_dir / "checkpoints")[-1][1])
     b = load_checkpoint(list_checkpoints(resumed.run_dir / "checkpoints")[-1][1])
     assert a["step"] == b["step"] == 16
@@ -79,7 +80,8 @@ def test_a_stalled_lbfgs_restarts_with_a_cleared_history_and_resumes_bit_for_bit
     straight = train(config(*lbfgs, "train.lbfgs.steps=50"), tmp_path / "a", progress=False)
     m = straight.metrics
     assert m["lbfgs_restarts"] >= 1 and m["lbfgs_converged"] == 1.0 and m["lbfgs_iterations"] > 3
-    loss = [v for s, p, n, v in read_metrics(straight.run_dir / "metrics.csv") if p == "train" and n == "loss"]
+    loss = [v for s, p, n, v in read_metrics(straight.run_dir / "metrics.csv")
+            if p == "train" and n == "loss"]
     assert loss[-1] < 0.5 * loss[5 + 3]  # iterations after the first restart kept lowering the loss
     train(config(*lbfgs, "train.lbfgs.steps=4"), tmp_path / "b", progress=False)  # stops after a restart
     resumed = train(config(*lbfgs, "train.lbfgs.steps=50"), tmp_path / "b", resume=True, progress=False)
@@ -112,9 +114,9 @@ def test_an_lbfgs_iteration_that_leaves_the_parameters_non_finite_is_undone(tmp_
 
 @pytest.mark.parametrize("model", [LPINN_TINY, PINN_TINY], ids=["lpinn", "pinn"])
 def test_burgers_models_start_from_the_offset_of_u0(model) -> None:
-    from flowsci.plugins import get_domain
+    from flowsci.plugins import create_domain
 
-    domain = get_domain("lpinn")
+    domain = create_domain("lpinn")
     burgers = domain.build_model(config("domain.equation=burgers", "domain.offset=50", model=model))
     convection = domain.build_model(config("domain.offset=50", model=model))  # C is Burgers' only
     assert burgers.u_offset == 50.0 and convection.u_offset == 0.0
@@ -128,9 +130,9 @@ def test_burgers_models_start_from_the_offset_of_u0(model) -> None:
 def test_in_the_co_moving_frame_the_lpinn_training_problem_does_not_depend_on_beta(frame) -> None:
     """The same weights give the same loss and gradients at β = 1 and 80 in the co-moving frame
     (to float32 rounding of the positions), and not in the lab frame."""
-    from flowsci.plugins import get_domain
+    from flowsci.plugins import create_domain
 
-    domain = get_domain("lpinn")
+    domain = create_domain("lpinn")
     model = LPINN_LAB if frame == "lab" else LPINN_TINY
     losses, grads = [], []
     for beta in (1, 80):
@@ -149,12 +151,12 @@ def test_in_the_co_moving_frame_the_lpinn_training_problem_does_not_depend_on_be
 
 
 def test_reference_file_is_written_once_and_reused(tmp_path) -> None:
-    from flowsci.plugins import get_domain
+    from flowsci.plugins import create_domain
 
     cfg = config("domain.equation=burgers", "domain.offset=10", "eval.n_modes=256")
-    domain = get_domain("lpinn")
+    domain = create_domain("lpinn")
     data = domain.build_data(cfg)
-    path = domain.data_path(cfg)
+    path = domain.data_file(cfg)
     assert path.is_file() and data.meta.boundary_conditions["x_periodic"].bc_type == "periodic"
     assert data.test.tensors["u"].shape == (1, 32, 8) and data.train.tensors["x"].shape == (1, 32 * 8)
     stamp = path.stat().st_mtime_ns
@@ -168,6 +170,7 @@ def test_bad_settings_name_the_key(tmp_path) -> None:
     with pytest.raises(ConfigError, match="train.lbfgs.line_search"):
         config("train.lbfgs.line_search=armijo")
     with pytest.raises(ConfigError, match="train.ema"):  # checked when training starts
-        train(config("train.ema=0.9", "train.steps=2", "train.lbfgs.steps=2"), tmp_path / "run", progress=False)
+        train(config("train.ema=0.9", "train.steps=2", "train.lbfgs.steps=2"), tmp_path / "run",
+              progress=False)
     with pytest.raises(ConfigError, match="model.depth"):
         config(model=["model={name: lpinn, depth: 3}"])

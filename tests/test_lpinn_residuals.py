@@ -46,7 +46,8 @@ def test_exact_lagrangian_convection_diffusion_has_zero_residual(diffusion: str)
     beta, nu = 20.0, 0.1
     xi, t = points()
     exact = lambda a, s: (a + beta * s, torch.exp(-nu * s) * torch.sin(a))  # noqa: E731
-    r_x, r_u, _, _ = lagrangian_residuals(exact, xi, t, Problem("convection_diffusion", beta=beta, nu=nu), diffusion)
+    r_x, r_u, _, _ = lagrangian_residuals(exact, xi, t, Problem("convection_diffusion", beta=beta, nu=nu),
+                                          diffusion)
     assert r_x.abs().max() < 1e-12 and r_u.abs().max() < 1e-12
 
 
@@ -71,7 +72,8 @@ def test_burgers_characteristic_speed_is_u() -> None:
 @pytest.mark.parametrize("beta", [1.0, 40.0])
 def test_exact_eulerian_convection_has_zero_residual(beta: float) -> None:
     x, t = points()
-    residual, _ = eulerian_residual(lambda a, s: torch.sin(a - beta * s), x, t, Problem("convection", beta=beta))
+    residual, _ = eulerian_residual(lambda a, s: torch.sin(a - beta * s), x, t,
+                                    Problem("convection", beta=beta))
     assert residual.abs().max() < 1e-10
 
 
@@ -89,7 +91,8 @@ def test_eulerian_burgers_residual_against_finite_differences() -> None:
 
 @pytest.mark.parametrize("make", [lambda: EulerianPINN(width=16, depth=3),
                                   lambda: LagrangianPINN(width=16, u_depth=3, x_depth=2, speed_scale=30.0),
-                                  lambda: LagrangianPINN(width=16, u_depth=3, x_depth=2, shared_weights=True)],
+                                  lambda: LagrangianPINN(width=16, u_depth=3, x_depth=2,
+                                                         shared_weights=True)],
                          ids=["pinn", "lpinn", "lpinn-shared"])
 def test_periodic_embedding_is_exact(make) -> None:
     model = make()

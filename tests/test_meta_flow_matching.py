@@ -58,7 +58,8 @@ def test_zero_field_loss_is_the_mean_squared_shift_for_natural_pairs():
 @pytest.mark.parametrize("pairing", ["natural", "random", "ot"])
 def test_padding_never_changes_the_loss(pairing):
     x0, x1, _ = shifted_populations()
-    model = PopulationConditionedVelocity(2, "population", {"name": "deepsets_embedder", "hidden": 16, "out_dim": 8},
+    model = PopulationConditionedVelocity(2, "population",
+                                          {"name": "deepsets_embedder", "hidden": 16, "out_dim": 8},
                                           width=32, depth=2)
     tight = objective(pairing, seed=3).loss(model, padded_batch(x0, x1))[0]
     loose = objective(pairing, seed=3).loss(model, padded_batch(x0, x1, n_max=90, scatter_seed=1))[0]

@@ -1,4 +1,4 @@
-"""Oracle tests of the sample metrics (flow_engines.md §5, O13): assignment solvers, sorted
+"""Oracle tests of the sample metrics (docs/design.md): assignment solvers, sorted
 samples in 1-D and scipy, the Gaussian (Bures) closed form, kernel closed forms, Monte-Carlo
 variances derived below, and the straightness of paths whose integral is known in closed form."""
 

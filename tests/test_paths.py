@@ -1,13 +1,13 @@
 """Oracle tests of flowsci.paths: schedulers, affine paths and their converters, the post-hoc
-schedule change and the Brownian-bridge path (flow_engines.md §5, O1-O5).
+schedule change and the Brownian-bridge path (independent oracles, as docs/design.md asks).
 
-The oracles: central finite differences (O1, O2), closed forms and scipy quadrature for the
-endpoints and the VP mapping (O2), the defining 2x2 system of the path and autograd of the exact
-mixture log-density for the score (O3), and the analytic marginal velocity of a Gaussian source
-flowing to a weighted Dirac mixture, written here from its formula (O4, O5), integrated with a
-local RK4 and compared pointwise, at the end of the flow, and against the mixture weights
-(chi-square). The Brownian bridge is compared with a bridge built from simulated Brownian motion
-(two-sample KS test).
+The oracles: central finite differences (path velocities, scheduler derivatives), closed forms
+and scipy quadrature for the endpoints and the VP mapping, the defining 2x2 system of the path
+and autograd of the exact mixture log-density for the score (converters), and the analytic
+marginal velocity of a Gaussian source flowing to a weighted Dirac mixture, written here from
+its formula (schedule change, transport), integrated with a local RK4 and compared pointwise,
+at the end of the flow, and against the mixture weights (chi-square). The Brownian bridge is
+compared with a bridge built from simulated Brownian motion (two-sample KS test).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
+import numpy as np
 import pytest
 import scipy.integrate
 import scipy.stats
@@ -40,7 +41,7 @@ from flowsci.paths import (
     sigma_min_path,
     vp_path,
 )
-from flowsci.plugins import Registry
+from flowsci.registry import Registry
 
 F64 = torch.float64
 H = 1e-5  # finite-difference step (float64)
@@ -58,7 +59,7 @@ SCHEDULERS: dict[str, Scheduler] = {
 }
 NAMES = list(SCHEDULERS)
 
-# Weighted Dirac mixture in 2-D: the target of the analytic marginal velocity (O4, O5).
+# Weighted Dirac mixture in 2-D: the target of the analytic marginal velocity.
 CENTERS = torch.tensor([[2.0, 0.5], [-1.5, 1.5], [0.0, -2.0]], dtype=F64)
 WEIGHTS = torch.tensor([0.5, 0.3, 0.2], dtype=F64)
 
@@ -92,7 +93,7 @@ def cosine_closed_form(t: torch.Tensor) -> tuple[torch.Tensor, ...]:
 
 def mixture_velocity(coefficients: Coefficients, centers: torch.Tensor = CENTERS,
                      weights: torch.Tensor = WEIGHTS) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """O5's analytic marginal velocity of x_t = sigma_t x0 + alpha_t x1, x0 ~ N(0, I),
+    """The analytic marginal velocity of x_t = sigma_t x0 + alpha_t x1, x0 ~ N(0, I),
     x1 ~ sum_i w_i delta(c_i): u_t(x) = sum_i p_i(x) (alpha'_t c_i + (sigma'_t / sigma_t)(x - alpha_t c_i)),
     p_i ∝ w_i exp(-|x - alpha_t c_i|^2 / (2 sigma_t^2)). x: (B, 2), t: (B,)."""
     def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -139,7 +140,7 @@ def flow_grid(t_end: float) -> torch.Tensor:
     return torch.cat([grid, torch.ones(1, dtype=F64)]) if t_end == 1.0 else grid
 
 
-# --- O2: schedulers -------------------------------------------------------------------------
+# --- schedulers -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine", "poly0.5", "poly1", "poly3"])
@@ -255,7 +256,7 @@ def test_snr_inverse_rejects_values_outside_the_range(scheduler: Scheduler, snr:
         scheduler.snr_inverse(torch.tensor([1.0, snr], dtype=F64))
 
 
-# --- O1: path velocities are finite differences of the path --------------------------------
+# --- path velocities are finite differences of the path ------------------------------------
 
 
 PATHS = {name: AffinePath(s) for name, s in SCHEDULERS.items()}
@@ -304,7 +305,7 @@ def test_linear_path_x_t_is_on_the_segment() -> None:
     torch.testing.assert_close((x1 - x_t).norm(dim=1), (1 - t) * d01)
 
 
-# --- O3: converters -------------------------------------------------------------------------
+# --- converters -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -377,7 +378,7 @@ def test_sample_rejects_time_of_the_wrong_shape(t_shape: tuple[int, ...]) -> Non
         linear_path().sample(torch.randn(4, 2), torch.randn(4, 2), torch.rand(t_shape))
 
 
-# --- O4: post-hoc schedule change -----------------------------------------------------------
+# --- post-hoc schedule change ---------------------------------------------------------------
 
 
 @pytest.mark.parametrize("original,closed_form,new", [
@@ -402,7 +403,7 @@ def test_transformed_field_is_the_new_paths_marginal_velocity(original: str, clo
     ("poly3", lambda snr: (snr / (1 + snr)) ** (1 / 3)),
 ])
 def test_transformed_flow_lands_where_the_original_does(new: str, snr_to_r: Callable[[float], float]) -> None:
-    """O4: integrate the analytic linear-path field and its transform to the new schedule from the
+    """Integrate the analytic linear-path field and its transform to the new schedule from the
     same x0; at times of equal SNR the states are y = c x with c = sigma_new / sigma_linear, and
     both end within 1e-3 of each other (the end is t = 1 - 1e-4, before the 1 / sigma_t singularity)."""
     x0 = torch.randn(64, 2, dtype=F64)
@@ -432,7 +433,7 @@ def test_transform_refuses_a_new_schedule_with_infinite_velocity() -> None:
         transformed(torch.randn(2, 3, dtype=F64), torch.tensor([0.5, 1.0], dtype=F64))
 
 
-# --- O5: the analytic marginal velocity transports the source onto the data -----------------
+# --- the analytic marginal velocity transports the source onto the data ---------------------
 
 
 @pytest.mark.parametrize("name", ["linear", "cosine", "poly1", "poly3", "vp", "sigma_min"])
@@ -446,7 +447,7 @@ def test_analytic_flow_lands_on_the_data(name: str) -> None:
     must follow the exact marginal sum_i w_i N(alpha_t c_i, sigma_t^2 I) (KS test of two 1-D
     projections against the mixture CDF), which the attraction onto the Diracs near t = 1 would
     otherwise hide. (Statistical, so it sees gross errors only; the single-Dirac test below and
-    O1/O2 pin the derivatives to 1e-6.)"""
+    the finite-difference tests pin the derivatives to 1e-6.)"""
     scheduler = SCHEDULERS[name]
     t_end = 1.0 if name == "sigma_min" else 1 - 1e-6
     grid = flow_grid(t_end)
@@ -455,7 +456,10 @@ def test_analytic_flow_lands_on_the_data(name: str) -> None:
     c = scheduler(grid[half])
     for direction in (torch.tensor([1.0, 0.0], dtype=F64), torch.tensor([0.6, -0.8], dtype=F64)):
         means, scale = (c.alpha_t * CENTERS @ direction).numpy(), c.sigma_t.item()
-        cdf = lambda z: sum(w * scipy.stats.norm.cdf(z, m, scale) for w, m in zip(WEIGHTS.tolist(), means))
+
+        def cdf(z: np.ndarray, means: np.ndarray = means, scale: float = scale) -> np.ndarray:
+            return sum(w * scipy.stats.norm.cdf(z, m, scale) for w, m in zip(WEIGHTS.tolist(), means))
+
         assert scipy.stats.kstest((x @ direction).numpy(), cdf).pvalue > 1e-3
     x = rk4(mixture_velocity(from_scheduler(scheduler)), x, grid[half:])
     distance, nearest = torch.cdist(x, CENTERS).min(dim=1)
@@ -468,7 +472,7 @@ def test_analytic_flow_lands_on_the_data(name: str) -> None:
 def test_single_dirac_flow_follows_the_conditional_path(name: str) -> None:
     """With one Dirac c as the target, the marginal flow is the conditional path itself: from
     x(0) = sigma_0 eps + alpha_0 c it passes through x_t = sigma_t eps + alpha_t c (alpha_0 > 0 for
-    VP), checked at t = 1/2 and at the end of the O5 grid."""
+    VP), checked at t = 1/2 and at the end of the grid of the transport test above."""
     scheduler, center = SCHEDULERS[name], torch.tensor([[1.5, -0.5]], dtype=F64)
     velocity = mixture_velocity(from_scheduler(scheduler), center, torch.ones(1, dtype=F64))
     grid = flow_grid(1.0 if name.startswith("sigma_min") else 1 - 1e-6)

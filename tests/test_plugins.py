@@ -10,42 +10,61 @@ import pytest
 import torch
 
 from flowsci.errors import PluginError
-from flowsci.plugins import DOMAINS, MODELS, Registry, build_model, get_domain, register_domain
+from flowsci.registry import DOMAINS, MODELS, Registry, build_model, create_domain, register_domain
 
 
 def test_first_party_domain_found_through_entry_point():
     assert "toy2d" in DOMAINS.names()
     assert DOMAINS.source("toy2d") == "flowsci_domains.toy2d:Toy2D"
-    assert get_domain("toy2d").name == "toy2d"
+    assert create_domain("toy2d").name == "toy2d"
     assert "mlp_velocity" in MODELS.names()
 
 
+def test_every_call_builds_a_new_domain_and_the_registry_keeps_the_class():
+    first, second = create_domain("toy2d"), create_domain("toy2d")
+    assert first is not second
+    assert isinstance(DOMAINS.get("toy2d"), type)
+
+
+def test_register_domain_takes_a_class_not_an_instance(monkeypatch):
+    monkeypatch.setattr(DOMAINS, "_loaded", dict(DOMAINS._loaded))
+
+    class Mine:
+        name = "instance_for_test"
+
+    with pytest.raises(PluginError, match="takes a domain class, not an instance of Mine"):
+        register_domain(Mine())
+
+
 def test_listing_imports_no_plugin():
-    code = ("import sys; from flowsci.plugins import DOMAINS, MODELS;"
+    code = ("import sys; from flowsci.registry import DOMAINS, MODELS;"
             "names = DOMAINS.names() + MODELS.names();"
             "assert 'toy2d' in names;"
-            "assert not any(m.startswith('flowsci_domains.toy2d') for m in sys.modules), 'listing imported toy2d';"
-            "from flowsci.plugins import get_domain; get_domain('toy2d');"
+            "assert not any(m.startswith('flowsci_domains.toy2d') for m in sys.modules), "
+            "'listing imported toy2d';"
+            "from flowsci.registry import create_domain; create_domain('toy2d');"
             "assert 'flowsci_domains.toy2d' in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
 def test_unknown_name_lists_available_and_suggests():
-    with pytest.raises(PluginError, match=r"unknown domain 'toy2" r"e'.*did you mean 'toy2d'.*available: .*toy2d"):
+    with pytest.raises(PluginError,
+                       match=r"unknown domain 'toy2" r"e'.*did you mean 'toy2d'.*available: .*toy2d"):
         DOMAINS.get("toy2e")
 
 
 def test_duplicate_registration_is_an_error_listing_names():
     registry = Registry("widget", "flowsci.test_no_such_group")
     registry.register("a", dict)
-    with pytest.raises(PluginError, match=r"widget 'a' is already registered \(from builtins:dict\).*Registered: a"):
+    with pytest.raises(PluginError,
+                       match=r"widget 'a' is already registered \(from builtins:dict\).*Registered: a"):
         registry.register("a", list)
     assert registry.register("a", list, replace=True) is registry.get("a") is list
 
 
 def test_register_domain_rejects_taken_entry_point_name():
     with pytest.raises(PluginError, match="already registered"):
-        register_domain(object(), name="toy2d")
+        register_domain(type("Impostor", (), {}), name="toy2d")
 
 
 def _fake_entry_points(*eps: metadata.EntryPoint):
@@ -82,7 +101,7 @@ def test_code_registered_domain_needs_the_contract(monkeypatch):
     monkeypatch.setattr(DOMAINS, "_loaded", dict(DOMAINS._loaded))  # keep the global registry clean
     register_domain(Incomplete)
     with pytest.raises(PluginError, match="lacks 'build_data'"):
-        get_domain("incomplete_for_test")
+        create_domain("incomplete_for_test")
 
 
 def test_build_model_records_spec_and_rejects_non_plain_arguments():

@@ -27,7 +27,8 @@ pytestmark = pytest.mark.slow
 
 YAML = REPO / "domains" / "population.yaml"
 DATASETS = {"letters": [], "patients": ["domain.dataset=patients", "objective.pairing=ot"]}
-HELD_OUT = {"letters": ("val_letters", "test_letters"), "patients": ("heldout_replicates", "heldout_patients")}
+HELD_OUT = {"letters": ("val_letters", "test_letters"),
+            "patients": ("heldout_replicates", "heldout_patients")}
 METHODS = {"MFM": "population", "FM": "none", "CGFM": "identity"}
 BENCH_NAMES = {"MFM": "MFM-gcn", "FM": "FM", "CGFM": "CGFM"}
 
@@ -42,7 +43,8 @@ def _from_bench(path: Path, dataset: str) -> dict[str, dict[str, float]]:
         row = rows[name]
         metrics[method] = {f"{split}_{score}": value for split, scores in row["scores"].items()
                            for score, value in scores.items()}
-        metrics[method].update({f"{split}_ref_{ref}_{score}": value for split, refs in row["references"].items()
+        metrics[method].update({f"{split}_ref_{ref}_{score}": value
+                                for split, refs in row["references"].items()
                                 for ref, scores in refs.items() for score, value in scores.items()})
     return metrics
 
@@ -55,7 +57,8 @@ def runs(request, tmp_path_factory):
         metrics = _from_bench(Path(bench), dataset)
     else:
         root = tmp_path_factory.mktemp(dataset)
-        metrics = {method: train(load_config(YAML, [*DATASETS[dataset], f"model.conditioning={conditioning}"]),
+        metrics = {method: train(load_config(YAML, [*DATASETS[dataset],
+                                                    f"model.conditioning={conditioning}"]),
                                  root / method, progress=False).metrics
                    for method, conditioning in METHODS.items()}
     for split in ("train", *HELD_OUT[dataset]):
@@ -65,10 +68,11 @@ def runs(request, tmp_path_factory):
     return dataset, metrics
 
 
-@pytest.mark.parametrize("runs", ["patients", pytest.param("letters", marks=pytest.mark.xfail(strict=True, reason=(
-    "not reproduced on the test letter Y (bench/results/population.json): MFM-gcn W2 0.770 vs FM 0.667 and "
-    "CGFM 0.712; it holds on the val letter X (W2 0.560 vs 0.777 / 0.853, MMD 0.096 vs 0.141 / 0.146). Y also "
-    "failed with 40 rotations x 6000 steps (0.693 vs FM 0.695)")))], indirect=True)
+@pytest.mark.parametrize("runs", ["patients", pytest.param("letters", marks=pytest.mark.xfail(
+    strict=True, reason=(
+        "not reproduced on the test letter Y (bench/results/population.json): MFM-gcn W2 0.770 vs FM 0.667 "
+        "and CGFM 0.712; it holds on the val letter X (W2 0.560 vs 0.777 / 0.853, MMD 0.096 vs 0.141 / "
+        "0.146). Y also failed with 40 rotations x 6000 steps (0.693 vs FM 0.695)")))], indirect=True)
 def test_mfm_beats_fm_and_cgfm_by_20_percent_on_held_out_populations(runs):
     dataset, metrics = runs
     for split in HELD_OUT[dataset]:

@@ -41,7 +41,8 @@ def _raster(letter: str) -> np.ndarray:
     ax.set_xlim(-3, 3)
     ax.set_ylim(-3, 3)
     ax.set_axis_off()
-    ax.add_patch(PathPatch(to_box.transform_path(path), facecolor="black", edgecolor="none", antialiased=False))
+    ax.add_patch(PathPatch(to_box.transform_path(path), facecolor="black", edgecolor="none",
+                           antialiased=False))
     canvas.draw()
     return np.asarray(canvas.buffer_rgba())[..., 0] < 128
 
@@ -97,7 +98,8 @@ def test_hole_of_o_is_empty() -> None:
 def test_sizes_follow_the_glyph_area() -> None:
     populations = make_letters("IJMNW", 1, seed=0)
     sizes = np.array([len(p["x1"]) for p in populations])
-    assert len(set(sizes)) == 5 and sizes.min() >= 100 and sizes.max() <= 500 and sizes.max() > 2 * sizes.min()
+    assert len(set(sizes)) == 5 and sizes.min() >= 100 and sizes.max() <= 500
+    assert sizes.max() > 2 * sizes.min()
     areas = np.array([_raster(c).sum() for c in "IJMNW"], float)
     np.testing.assert_allclose(sizes / sizes.sum(), areas / areas.sum(), rtol=0.03)
     for p in populations:
@@ -270,7 +272,8 @@ def test_split_patients(patients: list[dict]) -> None:
     every = split["train"] + split["test_replicates"] + split["test_patients"]
     assert sorted(every) == list(range(len(patients)))
     assert {patients[i]["patient"] for i in split["test_patients"]} == {10, 11}
-    assert all(patients[i]["patient"] not in (10, 11) and patients[i]["replicate"] != 2 for i in split["train"])
+    assert all(patients[i]["patient"] not in (10, 11) and patients[i]["replicate"] != 2
+               for i in split["train"])
     assert all(patients[i]["patient"] not in (10, 11) and patients[i]["replicate"] == 2
                for i in split["test_replicates"])
     assert len(split["train"]) == 10 * 2 * 6 and len(split["test_replicates"]) == 10 * 6

@@ -154,7 +154,8 @@ def test_feature_correlation_r_matches_scipy_pearsonr():
     g = torch.Generator().manual_seed(18)
     mixing = torch.randn(6, 6, generator=g, dtype=F64)
     x = torch.randn(300, 6, generator=g, dtype=F64) @ mixing
-    y = torch.randn(150, 6, generator=g, dtype=F64) @ (mixing + 0.8 * torch.randn(6, 6, generator=g, dtype=F64))
+    y = (torch.randn(150, 6, generator=g, dtype=F64)
+         @ (mixing + 0.8 * torch.randn(6, 6, generator=g, dtype=F64)))
     rows, cols = np.triu_indices(6, k=1)
     want = scipy.stats.pearsonr(np.corrcoef(x.numpy(), rowvar=False)[rows, cols],
                                 np.corrcoef(y.numpy(), rowvar=False)[rows, cols]).statistic

@@ -7,7 +7,8 @@ import torch
 from conftest import REPO
 
 from flowsci.config import load_config
-from flowsci.plugins import get_domain
+from flowsci.data import ensure_data
+from flowsci.plugins import create_domain
 from flowsci.population import masked_mean, population_wasserstein
 from flowsci.training import train
 from flowsci_domains.population.evaluation import mean_shifts, population_scores, reference_predictions
@@ -35,7 +36,8 @@ def test_letters_train_and_evaluate_for_each_method(tmp_path, conditioning):
 
 def test_patients_data_splits_ids_and_conditions(tmp_path):
     cfg = load_config(POPULATION_YAML, [*TINY, *TINY_PATIENTS, f"data.path={tmp_path / 'patients.h5'}"])
-    domain = get_domain("population")
+    domain = create_domain("population")
+    ensure_data(domain, cfg, force=True)  # an explicit data.path is made by `flowsci data make`
     data = domain.build_data(cfg)
     train_set, replicates, patients = data.train.tensors, data.val.tensors, data.test.tensors
     # 3 training patients x 2 replicates x 3 treatments; the held-out replicate; the held-out patient
@@ -48,7 +50,8 @@ def test_patients_data_splits_ids_and_conditions(tmp_path):
     assert sizes.min() >= 200 and sizes.max() <= 400 and len(sizes.unique()) > 1
     # padding holds no points: the valid points are the generator's cells (finite, non-zero)
     assert (train_set["x0"][~train_set["mask0"]] == 0).all()
-    model = domain.build_model(load_config(POPULATION_YAML, [*TINY, *TINY_PATIENTS, "model.conditioning=identity"]))
+    model = domain.build_model(load_config(POPULATION_YAML,
+                                           [*TINY, *TINY_PATIENTS, "model.conditioning=identity"]))
     assert model.n_ids == 6 and model.n_conditions == 3
 
 
@@ -85,9 +88,9 @@ def test_reference_predictors_and_scores_against_their_definitions():
 
 def test_letter_clouds_train_on_population_space(tmp_path):
     overrides = ["domain.letters=AB", "domain.n_points=16", "data.n_train=8", "data.n_val=4", "data.n_test=4",
-                 "model.width=32", "model.depth=1", "train.steps=3", "train.batch_size=4", "train.log_every=1",
-                 "train.warmup_steps=1", "train.checkpoint_every=3", "train.eval_every=0",
-                 "eval.n_per_letter=2", "eval.steps=[1]", "sample.steps=2"]
+                 "model.width=32", "model.depth=1", "train.steps=3", "train.batch_size=4",
+                 "train.log_every=1", "train.warmup_steps=1", "train.checkpoint_every=3",
+                 "train.eval_every=0", "eval.n_per_letter=2", "eval.steps=[1]", "sample.steps=2"]
     metrics = train(load_config(CLOUDS_YAML, overrides), tmp_path / "run", progress=False).metrics
     assert 0 < metrics["w2_floor"] < metrics["w2_ceiling"]
     assert metrics["w2"] > 0 and metrics["w2_nfe1"] > 0

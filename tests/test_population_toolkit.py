@@ -121,7 +121,8 @@ def test_sample_indices_is_padding_invariant_and_uniform():
     full = clouds_of([6, 6], 2, seed=6)
     stacked = torch.stack(full)
     none = sample_indices(None, 50, n_points=6, generator=torch.Generator().manual_seed(7), batch_size=2)
-    all_true = sample_indices(torch.ones(2, 6, dtype=torch.bool), 50, generator=torch.Generator().manual_seed(7))
+    all_true = sample_indices(torch.ones(2, 6, dtype=torch.bool), 50,
+                              generator=torch.Generator().manual_seed(7))
     assert torch.equal(none, all_true)
     assert gather_points(stacked, none).shape == (2, 50, 2)
 
@@ -245,7 +246,7 @@ def test_match_populations_unequal_sizes_and_padding_invariance():
     x0, m0 = pad_populations(sources)
     x1, m1 = pad_populations(targets)
     matched = match_populations(x0, x1, m0, m1)
-    for b, (src, tgt) in enumerate(zip(sources, targets)):
+    for b, tgt in enumerate(targets):
         got = matched[b][m0[b]]
         # the plan's column marginal is uniform: the matched targets average to y's mean
         torch.testing.assert_close(got.mean(0), tgt.mean(0), atol=1e-12, rtol=0)

@@ -108,18 +108,18 @@ def _assert_same_run(reference, run):
             assert torch.equal(ref_state[part][key], new_state[part][key]), (part, key)
 
 
-def _resume(run):
-    proc = subprocess.run(_train_cmd(run, "--resume"), env=subprocess_env(), capture_output=True, text=True,
-                          timeout=300)
+def _resume(command):
+    proc = subprocess.run(command, env=subprocess_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "from step" in proc.stdout
+    assert "from step" in proc.stderr
 
 
-def test_sigkill_then_resume_gives_the_identical_loss_curve(reference, tmp_path):
+def test_sigkill_then_flowsci_resume_gives_the_identical_run(reference, tmp_path):
+    """`flowsci resume RUN` needs only the run directory (its saved config.yaml)."""
     run = tmp_path / "killed"
     proc = _start_and_stop(run, signal.SIGKILL)
     assert proc.returncode == -signal.SIGKILL
-    _resume(run)
+    _resume([FLOWSCI, "resume", str(run), "--no-progress"])
     _assert_same_run(reference, run)
 
 
@@ -129,8 +129,8 @@ def test_ctrl_c_saves_a_checkpoint_and_resumes_identically(reference, tmp_path):
     stderr = proc.stderr.read()
     assert proc.returncode == 130, stderr
     step = list_checkpoints(run / "checkpoints")[-1][0]
-    assert f"interrupted at step {step}; checkpoint" in stderr and "--resume" in stderr
+    assert f"interrupted at step {step}; checkpoint" in stderr and f"flowsci resume {run}" in stderr
     logged = [s for s, p, n, _ in read_metrics(run / "metrics.csv") if (p, n) == ("train", "loss")]
     assert logged[-1] == step  # the checkpoint holds the last completed step
-    _resume(run)
+    _resume(_train_cmd(run, "--resume"))  # the long form: the YAML, its overrides and --out
     _assert_same_run(reference, run)

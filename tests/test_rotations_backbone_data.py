@@ -28,7 +28,12 @@ from flowsci_domains.rotations.backbone_metrics import (
 )
 from flowsci_domains.rotations.frames import backbone_from_frames, center, frames_from_backbone
 from flowsci_domains.rotations.ideal_backbone import ideal_backbone
-from flowsci_domains.rotations.pdb_source import Backbone, _extract, fetch_mdanalysis_dssp, read_backbones
+from flowsci_domains.rotations.pdb_source import (
+    Backbone,
+    extract_dssp_structures,
+    fetch_mdanalysis_dssp,
+    read_backbones,
+)
 
 # First 40 residues (N, CA, C) of PDB entry 3K7P chain A, as shipped in MDAnalysisTests
 # (data/dssp/3k7pA.pdb.gz); wwPDB coordinates are CC0.
@@ -155,9 +160,9 @@ ATOM    422  CA  THR A  40      43.331  45.267  14.299
 ATOM    423  C   THR A  40      43.283  43.844  13.737
 """
 
-THREE_TO_ONE = {"ALA": "A", "ARG": "R", "ASN": "N", "ASP": "D", "CYS": "C", "GLN": "Q", "GLU": "E", "GLY": "G",
-                "HIS": "H", "ILE": "I", "LEU": "L", "LYS": "K", "MET": "M", "PHE": "F", "PRO": "P", "SER": "S",
-                "THR": "T", "TRP": "W", "TYR": "Y", "VAL": "V"}
+THREE_TO_ONE = {"ALA": "A", "ARG": "R", "ASN": "N", "ASP": "D", "CYS": "C", "GLN": "Q", "GLU": "E",
+                "GLY": "G", "HIS": "H", "ILE": "I", "LEU": "L", "LYS": "K", "MET": "M", "PHE": "F",
+                "PRO": "P", "SER": "S", "THR": "T", "TRP": "W", "TYR": "Y", "VAL": "V"}
 
 
 def pdb_line(serial: int, name: str, resname: str, resnum: int, xyz, chain: str = "A", altloc: str = " ",
@@ -213,7 +218,8 @@ def test_ideal_backbone_has_the_requested_internal_geometry(kind: str) -> None:
     psi = np.array([dihedral(*coords[i], coords[i + 1, 0]) for i in range(29)])
     omega = np.array([dihedral(coords[i, 1], coords[i, 2], *coords[i + 1, :2]) for i in range(29)])
     np.testing.assert_allclose(np.abs(omega), 180.0, atol=1e-7)
-    pairs = {"helix": {(-57.0, -47.0)}, "strand": {(-120.0, 130.0)}, "mixed": {(-57.0, -47.0), (-120.0, 130.0)}}[kind]
+    pairs = {"helix": {(-57.0, -47.0)}, "strand": {(-120.0, 130.0)},
+             "mixed": {(-57.0, -47.0), (-120.0, 130.0)}}[kind]
     observed = {(round(a, 6), round(b, 6)) for a, b in zip(phi, psi[1:])}
     assert observed == pairs
 
@@ -239,7 +245,8 @@ def test_ideal_strand_is_extended() -> None:
 
 
 def test_ideal_backbone_seed_noise_and_bad_arguments() -> None:
-    np.testing.assert_array_equal(ideal_backbone(40, "mixed", seed=5, noise=10.0), ideal_backbone(40, "mixed", seed=5, noise=10.0))
+    np.testing.assert_array_equal(ideal_backbone(40, "mixed", seed=5, noise=10.0),
+                                  ideal_backbone(40, "mixed", seed=5, noise=10.0))
     noisy = ideal_backbone(40, "helix", seed=1, noise=10.0)
     assert not np.allclose(noisy, ideal_backbone(40, "helix"))
     np.testing.assert_allclose(np.linalg.norm(noisy[:, 1] - noisy[:, 0], axis=-1), 1.458, atol=1e-9)
@@ -298,18 +305,21 @@ def test_backbone_from_frames_round_trip_and_ideal_geometry() -> None:
     np.testing.assert_allclose(angles, 111.2, atol=1e-9)
     # local coordinates agree with AlphaFold2's rigid-group values N (-0.525, 1.363, 0), C (1.526, 0, 0)
     ideal = backbone_from_frames(torch.zeros(1, 3), torch.eye(3)[None])[0]
-    torch.testing.assert_close(ideal[[0, 2]], torch.tensor([[-0.525, 1.363, 0.0], [1.526, 0.0, 0.0]]), atol=5e-3, rtol=0)
+    torch.testing.assert_close(ideal[[0, 2]], torch.tensor([[-0.525, 1.363, 0.0], [1.526, 0.0, 0.0]]),
+                               atol=5e-3, rtol=0)
 
 
 def test_ideal_frames_rebuild_an_ideal_backbone_exactly() -> None:
     coords = torch.from_numpy(ideal_backbone(40, "mixed", seed=4, noise=15.0))
-    torch.testing.assert_close(backbone_from_frames(*frames_from_backbone(coords)), coords, atol=1e-10, rtol=0)
+    torch.testing.assert_close(backbone_from_frames(*frames_from_backbone(coords)), coords, atol=1e-10,
+                               rtol=0)
 
 
 def test_center_removes_the_centroid_and_keeps_distances() -> None:
     translations = torch.randn(3, 17, 3, dtype=torch.float64) * 5 + 40
     centred = center(translations)
-    torch.testing.assert_close(centred.mean(dim=-2), torch.zeros(3, 3, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(centred.mean(dim=-2), torch.zeros(3, 3, dtype=torch.float64), atol=1e-12,
+                               rtol=0)
     torch.testing.assert_close(torch.cdist(centred, centred), torch.cdist(translations, translations))
 
 
@@ -378,7 +388,8 @@ def test_ideal_secondary_structure_has_no_clash_but_a_collapsed_one_does() -> No
 
 def test_radius_of_gyration_closed_forms() -> None:
     angles = torch.linspace(0, 2 * torch.pi, 13, dtype=torch.float64)[:-1]
-    ring = torch.stack([7.0 * angles.cos(), 7.0 * angles.sin(), torch.zeros(12, dtype=torch.float64)], -1) + 5.0
+    ring = torch.stack([7.0 * angles.cos(), 7.0 * angles.sin(),
+                        torch.zeros(12, dtype=torch.float64)], -1) + 5.0
     cube = 2.0 * torch.tensor(list(itertools.product([-1.0, 1.0], repeat=3)), dtype=torch.float64)
     assert radius_of_gyration(ring).item() == pytest.approx(7.0)
     assert radius_of_gyration(cube).item() == pytest.approx(2.0 * 3 ** 0.5)
@@ -386,7 +397,8 @@ def test_radius_of_gyration_closed_forms() -> None:
 
 
 def test_backbone_report_summarises_batches_and_lists() -> None:
-    helices = torch.from_numpy(np.stack([ideal_backbone(40, "helix", seed=s, noise=3.0)[:, 1] for s in range(3)]))
+    helices = torch.from_numpy(np.stack([ideal_backbone(40, "helix", seed=s, noise=3.0)[:, 1]
+                                         for s in range(3)]))
     report = backbone_report(helices)
     assert report["n_structures"] == 3.0
     assert report["ca_ca_deviation"] < 0.01 and report["ca_ca_valid_fraction"] == 1.0
@@ -410,7 +422,8 @@ def write(path: Path, text: str) -> Path:
 
 
 def test_real_fragment_reads_with_its_sequence_and_is_a_valid_backbone(tmp_path: Path) -> None:
-    [backbone] = read_backbones(write(tmp_path / "3k7pA.pdb.gz", REAL_FRAGMENT_3K7P), min_length=40, max_length=128)
+    [backbone] = read_backbones(write(tmp_path / "3k7pA.pdb.gz", REAL_FRAGMENT_3K7P), min_length=40,
+                                max_length=128)
     names = [line[17:20] for line in REAL_FRAGMENT_3K7P.splitlines() if line[12:16] == " CA "]
     assert backbone.name == "3k7pA:A:1-40"
     assert backbone.sequence == "".join(THREE_TO_ONE[n] for n in names)
@@ -431,17 +444,19 @@ def test_real_fragment_reads_with_its_sequence_and_is_a_valid_backbone(tmp_path:
 def test_read_backbones_splits_at_chain_breaks_and_crops(tmp_path: Path) -> None:
     coords = ideal_backbone(100, "helix")
     coords[60:] += np.array([6.0, 0.0, 0.0])  # C(60)-N(61) > 2 Å: a chain break
-    backbones = read_backbones(write(tmp_path / "broken.pdb", backbone_pdb(coords)), min_length=30, max_length=50)
+    backbones = read_backbones(write(tmp_path / "broken.pdb", backbone_pdb(coords)), min_length=30,
+                               max_length=50)
     # segment 1-60 -> window 1-50 (the 10-residue rest is dropped), segment 61-100 kept whole
     assert [b.name for b in backbones] == ["broken:A:1-50", "broken:A:61-100"]
     np.testing.assert_allclose(backbones[0].coords, coords[:50], atol=6e-4)
     np.testing.assert_allclose(backbones[1].coords, coords[60:], atol=6e-4)
     assert backbones[1].sequence == "A" * 40
-    missing = read_backbones(write(tmp_path / "gap.pdb", backbone_pdb(coords[:60], skip=((19, "C"),))), 10, 100)
+    missing = read_backbones(write(tmp_path / "gap.pdb", backbone_pdb(coords[:60], skip=((19, "C"),))),
+                             10, 100)
     assert [len(b.coords) for b in missing] == [19, 40]
     windows = read_backbones(tmp_path / "broken.pdb", min_length=10, max_length=25)  # rests >= 10 are kept
-    assert [b.name for b in windows] == ["broken:A:1-25", "broken:A:26-50", "broken:A:51-60", "broken:A:61-85",
-                                         "broken:A:86-100"]
+    assert [b.name for b in windows] == ["broken:A:1-25", "broken:A:26-50", "broken:A:51-60",
+                                         "broken:A:61-85", "broken:A:86-100"]
 
 
 def test_read_backbones_altlocs_ligands_modified_residues_and_mmcif(tmp_path: Path) -> None:
@@ -455,7 +470,8 @@ def test_read_backbones_altlocs_ligands_modified_residues_and_mmcif(tmp_path: Pa
              pdb_line(8, "CA", "GLY", 3, coords[2, 1], altloc="A", occupancy=0.4),
              pdb_line(9, "CA", "GLY", 3, coords[2, 1] + 0.5, altloc="B", occupancy=0.6),
              pdb_line(10, "C", "GLY", 3, coords[2, 2]),
-             *(pdb_line(18 + k, atom, "VAL", 3, coords[2, k] + 0.3, altloc="C", occupancy=0.1)  # microheterogeneity
+             *(pdb_line(18 + k, atom, "VAL", 3, coords[2, k] + 0.3, altloc="C",
+                        occupancy=0.1)  # microheterogeneity
                for k, atom in enumerate(("N", "CA", "C"))),
              pdb_line(11, "N", "SER", 4, coords[3, 0]), pdb_line(12, "CA", "SER", 4, coords[3, 1]),
              pdb_line(13, "C", "SER", 4, coords[3, 2]),
@@ -504,8 +520,9 @@ def test_read_backbones_reports_bad_input(tmp_path: Path) -> None:
 def fake_sdist(path: Path) -> Path:
     """A small sdist: two DSSP structures, a fixture and a decoy to skip, unsafe members."""
     top = "mdanalysistests-9.9"
-    members = {f"{top}/MDAnalysisTests/data/dssp/1abcA.pdb.gz": gzip.compress(backbone_pdb(ideal_backbone(50)).encode()),
-               f"{top}/MDAnalysisTests/data/dssp/2xyzB.pdb.gz": gzip.compress(backbone_pdb(ideal_backbone(60, "strand")).encode()),
+    helix, strand = backbone_pdb(ideal_backbone(50)), backbone_pdb(ideal_backbone(60, "strand"))
+    members = {f"{top}/MDAnalysisTests/data/dssp/1abcA.pdb.gz": gzip.compress(helix.encode()),
+               f"{top}/MDAnalysisTests/data/dssp/2xyzB.pdb.gz": gzip.compress(strand.encode()),
                f"{top}/MDAnalysisTests/data/dssp/2xyzB.pdb.dssp": b"EEEE",
                f"{top}/MDAnalysisTests/data/dssp/1abcA_failing.pdb.gz": b"fixture",
                f"{top}/MDAnalysisTests/data/other/3aaaA.pdb.gz": b"decoy",
@@ -525,16 +542,17 @@ def fake_sdist(path: Path) -> Path:
 
 def test_extract_copies_only_the_dssp_structures_flat(tmp_path: Path) -> None:
     sdist = fake_sdist(tmp_path / "mdanalysistests-9.9.tar.gz")
-    files = _extract(sdist, tmp_path / "out" / "dssp")
+    files = extract_dssp_structures(sdist, tmp_path / "out" / "dssp")
     assert [f.name for f in files] == ["1abcA.pdb.gz", "2xyzB.pdb.gz"]
     assert sorted(p.name for p in (tmp_path / "out" / "dssp").iterdir()) == ["1abcA.pdb.gz", "2xyzB.pdb.gz"]
-    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["1abcA.pdb.gz", "2xyzB.pdb.gz", sdist.name]
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == ["1abcA.pdb.gz", "2xyzB.pdb.gz",
+                                                                          sdist.name]
     assert [len(b.coords) for b in read_backbones(files, 40, 128)] == [50, 60]
     empty = tmp_path / "empty.tar.gz"
     with tarfile.open(empty, "w:gz"):
         pass
     with pytest.raises(RuntimeError, match="no MDAnalysisTests/data/dssp"):
-        _extract(empty, tmp_path / "none")
+        extract_dssp_structures(empty, tmp_path / "none")
 
 
 FAKE_PIP = """\
@@ -559,10 +577,12 @@ def test_fetch_downloads_extracts_and_is_idempotent(tmp_path: Path) -> None:
     sdist = fake_sdist(tmp_path / "mdanalysistests-9.9.tar.gz")
     dest = tmp_path / "data" / "dssp"
     files = fetch_mdanalysis_dssp(dest, version="9.9", pip=fake_pip(tmp_path, sdist, fail=False))
-    assert [f.name for f in files] == ["1abcA.pdb.gz", "2xyzB.pdb.gz"] and all(f.parent == dest for f in files)
+    assert [f.name for f in files] == ["1abcA.pdb.gz", "2xyzB.pdb.gz"]
+    assert all(f.parent == dest for f in files)
     source = (dest / "SOURCE.txt").read_text()
     assert "MDAnalysisTests 9.9" in source and "CC0" in source
-    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == ["1abcA.pdb.gz", "2xyzB.pdb.gz", "SOURCE.txt", "dssp"]
+    assert sorted(p.name for p in (tmp_path / "data").rglob("*")) == ["1abcA.pdb.gz", "2xyzB.pdb.gz",
+                                                                      "SOURCE.txt", "dssp"]
     # a second call must not run pip (this one would fail)
     assert fetch_mdanalysis_dssp(dest, version="9.9", pip=fake_pip(tmp_path, sdist, fail=True)) == files
     with pytest.raises(ValueError, match="another MDAnalysisTests version"):

@@ -22,7 +22,7 @@ from conftest import REPO
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
 from flowsci.flow_matching import Sampler
-from flowsci.plugins import get_domain
+from flowsci.plugins import create_domain
 from flowsci.reflow import generate_pairs
 from flowsci.solvers import Euler, Midpoint
 from flowsci.training import train
@@ -37,7 +37,7 @@ def w2_curve(run_dir, solver, steps_list) -> tuple[dict[int, float], float]:
     """{NFE: geodesic W2} of a trained run (mean over eval.repeats draws of 2000 against windows
     of the test set, as in evaluation), and the floor (validation windows vs the same windows)."""
     cfg = load_config(YAML, COMMON)
-    domain = get_domain("rotations")
+    domain = create_domain("rotations")
     data = domain.build_data(cfg)
     tests, x0s = domain.references(data, cfg), domain.base_draws(cfg)
     model, sampler = load_model(run_dir), Sampler(solver, space=domain.space(cfg))
@@ -55,7 +55,7 @@ def runs(tmp_path_factory):
     independent = train(load_config(YAML, [*COMMON, "objective.coupling=independent"]), root / "indep",
                         progress=False).run_dir
     cfg = load_config(YAML, COMMON)
-    domain = get_domain("rotations")
+    domain = create_domain("rotations")
     data = domain.build_data(cfg)
     pairs = generate_pairs(load_model(independent), domain.source(cfg), 40_000, root / "pairs.h5",
                            sampler=Sampler(Midpoint(), steps=50, space=domain.space(cfg)), batch_size=4000,

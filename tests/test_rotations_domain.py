@@ -13,7 +13,7 @@ from conftest import FLOWSCI, REPO, subprocess_env
 from flowsci.config import load_config
 from flowsci.data import load_split
 from flowsci.errors import ConfigError
-from flowsci.plugins import get_domain
+from flowsci.plugins import create_domain
 from flowsci.spaces.igso3 import IGSO3
 from flowsci.spaces.so3 import SO3Matrix, SO3Quaternion
 from flowsci.training import train
@@ -34,7 +34,8 @@ TINY_BACKBONES = ["domain.source=synthetic", "domain.length=12", "domain.stride=
 
 @pytest.fixture(scope="module")
 def so3_run(tmp_path_factory):
-    return train(load_config(ROTATIONS_YAML, TINY_SO3), tmp_path_factory.mktemp("runs") / "so3", progress=False)
+    return train(load_config(ROTATIONS_YAML, TINY_SO3), tmp_path_factory.mktemp("runs") / "so3",
+                 progress=False)
 
 
 def test_mixture_samples_follow_its_log_density():
@@ -48,7 +49,8 @@ def test_mixture_samples_follow_its_log_density():
     # each component's angle distribution about its mean is the IGSO(3) one (KS against its CDF)
     from scipy.stats import kstest
     single = SO3Mixture(n_components=1, sigma_min=0.3, sigma_max=0.3, seed=2)
-    angles = SO3Matrix().dist(single.means[0].expand(3000, 3, 3), single.sample(3000, torch.Generator().manual_seed(3)))
+    angles = SO3Matrix().dist(single.means[0].expand(3000, 3, 3),
+                              single.sample(3000, torch.Generator().manual_seed(3)))
     igso3 = IGSO3(0.3)
     assert kstest(angles.numpy(), lambda w: np.interp(w, *igso3_cdf_table(igso3))).pvalue > 1e-3
 
@@ -60,23 +62,25 @@ def igso3_cdf_table(igso3: IGSO3) -> tuple[np.ndarray, np.ndarray]:
 
 def test_data_is_stored_as_matrices_and_read_in_either_chart(tmp_path):
     cfg = load_config(ROTATIONS_YAML, TINY_SO3)
-    domain = get_domain("rotations")
+    domain = create_domain("rotations")
     quaternions = domain.build_data(cfg).test.tensors["x1"]
-    matrices = domain.build_data(load_config(ROTATIONS_YAML, [*TINY_SO3, "domain.chart=matrix"])).test.tensors["x1"]
+    matrices = domain.build_data(
+        load_config(ROTATIONS_YAML, [*TINY_SO3, "domain.chart=matrix"])).test.tensors["x1"]
     assert quaternions.shape == (300, 4) and matrices.shape == (300, 3, 3)
     torch.testing.assert_close(SO3Quaternion().to_matrix(quaternions), matrices, atol=1e-6, rtol=0)
-    with h5py.File(domain.data_path(cfg)) as f:
+    with h5py.File(domain.data_file(cfg)) as f:
         assert {"means", "sigmas", "weights", "mixture_seed"} <= set(f.attrs)
 
 
 def test_training_on_so3_learns_the_mixture_and_reports_labelled_distances(so3_run):
     m = so3_run.metrics
-    for key in ("w2", "w1", "w2_floor", "w2_ceiling", "w2_over_floor", "w2_nfe2", "w2_nfe8", "mixture_log_prob"):
+    for key in ("w2", "w1", "w2_floor", "w2_ceiling", "w2_over_floor", "w2_nfe2", "w2_nfe8",
+                "mixture_log_prob"):
         assert key in m and np.isfinite(m[key]), key
     assert m["w2_floor"] < m["w2"] < 0.6 * m["w2_ceiling"]        # it learned something in 300 steps
     cfg = load_config(so3_run.run_dir / "config.yaml")
     haar = SO3Matrix().random_base(2000, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    assert m["mixture_log_prob"] > float(get_domain("rotations").mixture(cfg).log_prob(haar).mean()) + 3
+    assert m["mixture_log_prob"] > float(create_domain("rotations").mixture(cfg).log_prob(haar).mean()) + 3
     assert m["w1"] <= m["w2"] + 1e-12                              # W1 <= W2 for any coupling
     assert m["off_manifold"] < 1e-5
     figures = sorted(p.name for p in (so3_run.run_dir / "figures").glob("*.png"))
@@ -86,7 +90,7 @@ def test_training_on_so3_learns_the_mixture_and_reports_labelled_distances(so3_r
 def test_likelihood_of_the_test_set_under_the_trained_flow(so3_run):
     """The flow's NLL lies between the true mixture NLL and the uniform NLL log(8 pi^2)."""
     cfg = load_config(so3_run.run_dir / "config.yaml", ["eval.likelihood_steps=8"])
-    domain = get_domain("rotations")
+    domain = create_domain("rotations")
     from flowsci.checkpoint import load_model
     model = load_model(so3_run.run_dir)
     x1 = domain.build_data(cfg).test.tensors["x1"][:100]
@@ -97,24 +101,27 @@ def test_likelihood_of_the_test_set_under_the_trained_flow(so3_run):
 
 def test_reflow_cli_keeps_only_pairs_that_pass_the_density_filter(so3_run, tmp_path):
     out = tmp_path / "pairs.h5"
-    subprocess.run([FLOWSCI, "reflow", str(so3_run.run_dir), "-n", "200", "--batch-size", "100", "--out", str(out)],
+    subprocess.run([FLOWSCI, "reflow", str(so3_run.run_dir), "-n", "200", "--batch-size", "100",
+                    "--out", str(out)],
                    check=True, env=subprocess_env(), capture_output=True, text=True)
     pairs = load_split(out, "train", ["x0", "x1"])
     assert pairs["x0"].shape == (200, 4) and pairs["x1"].shape == (200, 4)
     cfg = load_config(so3_run.run_dir / "config.yaml")
-    domain = get_domain("rotations")
+    domain = create_domain("rotations")
     accept = domain.reflow_filter(cfg, domain.build_data(cfg))
     assert bool(accept(pairs["x0"], pairs["x1"]).all())
     # the pairs train the next flow with the paired coupling
-    rectified = train(load_config(ROTATIONS_YAML, [*TINY_SO3, f"data.pairs={out}", "objective.coupling=paired",
-                                                   "train.steps=5", f"train.init_from={so3_run.run_dir}"]),
+    rectified = train(load_config(ROTATIONS_YAML, [*TINY_SO3, f"data.pairs={out}",
+                                                   "objective.coupling=paired", "train.steps=5",
+                                                   f"train.init_from={so3_run.run_dir}"]),
                       tmp_path / "reflow", progress=False)
     assert np.isfinite(rectified.metrics["w2"])
 
 
 def test_a_euclidean_path_on_so3_is_a_clear_config_error(tmp_path):
     with pytest.raises(ConfigError, match="geodesic"):
-        train(load_config(ROTATIONS_YAML, [*TINY_SO3, "objective.path=linear", "train.steps=1"]), tmp_path, progress=False)
+        train(load_config(ROTATIONS_YAML, [*TINY_SO3, "objective.path=linear", "train.steps=1"]), tmp_path,
+              progress=False)
 
 
 # --- backbones ---------------------------------------------------------------------------
@@ -128,7 +135,7 @@ def test_backbones_synthetic_run_trains_samples_on_se3n_and_reports_geometry(tmp
         assert key in m and np.isfinite(m[key]), key
     assert m["ca_ca_valid_fraction_test"] > 0.99            # the data are ideal backbones
     assert m["off_manifold"] < 1e-4                          # centre of mass fixed, unit quaternions
-    path = get_domain("backbones").data_path(cfg)
+    path = create_domain("backbones").data_file(cfg)
     with h5py.File(path) as f:
         assert f["splits/train/t2_fields/rotations"].shape[1:] == (12, 3, 3)
     figures = sorted(p.name for p in (result.run_dir / "figures").glob("*.png"))
@@ -137,7 +144,7 @@ def test_backbones_synthetic_run_trains_samples_on_se3n_and_reports_geometry(tmp
 
 def test_backbone_windows_are_centred_frames_of_the_structures(tmp_path):
     cfg = load_config(BACKBONES_YAML, TINY_BACKBONES)
-    domain = get_domain("backbones")
+    domain = create_domain("backbones")
     data = domain.build_data(cfg)
     x = data.train.tensors["x1"]
     space = domain.space(cfg)
@@ -151,7 +158,7 @@ def test_backbone_windows_are_centred_frames_of_the_structures(tmp_path):
 def test_backbones_source_must_be_a_directory(tmp_path):
     cfg = load_config(BACKBONES_YAML, [*TINY_BACKBONES, f"domain.source={tmp_path / 'missing'}"])
     with pytest.raises(ConfigError, match="not a directory"):
-        get_domain("backbones").build_data(cfg)
+        create_domain("backbones").build_data(cfg)
 
 
 def test_backbones_reads_a_directory_of_pdb_files(tmp_path):
@@ -160,8 +167,9 @@ def test_backbones_reads_a_directory_of_pdb_files(tmp_path):
     folder.mkdir()
     for i in range(5):
         write_pdb(folder / f"s{i}.pdb", ideal_backbone(20, "mixed", seed=i))
-    cfg = load_config(BACKBONES_YAML, [*TINY_BACKBONES, f"domain.source={folder}", "data.n_val=1", "data.n_test=1"])
-    data = get_domain("backbones").build_data(cfg)
+    cfg = load_config(BACKBONES_YAML, [*TINY_BACKBONES, f"domain.source={folder}", "data.n_val=1",
+                                       "data.n_test=1"])
+    data = create_domain("backbones").build_data(cfg)
     assert len(data.test) == 1 and len(data.train) == 3 * 3   # windows of 12 with stride 4 in 20 residues
 
 

@@ -127,12 +127,14 @@ def test_product_ops_agree_with_factors():
     check(space.split_points(space.proj(ambient)), [s.proj(a) for s, a in zip(factors, ambients)])
     check(space.split_tangents(space.proj_tangent(x, ambient)),
           [s.proj_tangent(a, b) for s, a, b in zip(factors, xs, ambients)])
-    check(space.split_tangents(space.proj_tangent(x, u)), [s.proj_tangent(a, b) for s, a, b in zip(factors, xs, us)])
+    check(space.split_tangents(space.proj_tangent(x, u)),
+          [s.proj_tangent(a, b) for s, a, b in zip(factors, xs, us)])
     check(space.split_tangents(space.dexp_inv(x, u, w)),
           [s.dexp_inv(a, b, c) for s, a, b, c in zip(factors, xs, us, ws)])
     check([space.inner(x, u, w)], [sum(s.inner(a, b, c) for s, a, b, c in zip(factors, xs, us, ws))])
     check([space.base_log_prob(x)], [sum(s.base_log_prob(a) for s, a in zip(factors, xs))])
-    check([space.constraint_violation(ambient)], [sum(s.constraint_violation(a) for s, a in zip(factors, ambients))])
+    check([space.constraint_violation(ambient)],
+          [sum(s.constraint_violation(a) for s, a in zip(factors, ambients))])
     # random_base draws the factors in order from the same generator
     drawn = space.random_base(3, generator=torch.Generator().manual_seed(8), dtype=F64)
     g = torch.Generator().manual_seed(8)
@@ -162,7 +164,8 @@ def test_product_divergence_is_sum_of_factor_divergences():
         return space.join_tangents([f(qi) for (f, _), qi in zip(fields, space.split_points(q))])
 
     _, div = space.divergence(field, x)
-    factor_divs = [s.divergence(f, xi)[1] for s, (f, _), xi in zip(space.spaces, fields, space.split_points(x))]
+    factor_divs = [s.divergence(f, xi)[1]
+                   for s, (f, _), xi in zip(space.spaces, fields, space.split_points(x))]
     closed_forms = [expected(xi) for (_, expected), xi in zip(fields, space.split_points(x))]
     for factor_div, closed_form in zip(factor_divs, closed_forms):
         torch.testing.assert_close(factor_div, closed_form, atol=1e-10, rtol=0)
@@ -203,7 +206,8 @@ def test_power_ops_agree_with_copies():
         torch.testing.assert_close(space.exp(x, u)[:, i], factor.exp(x[:, i], u[:, i]), atol=0, rtol=0)
         torch.testing.assert_close(space.log(x, y)[:, i], factor.log(x[:, i], y[:, i]), atol=0, rtol=0)
         torch.testing.assert_close(space.dexp_inv(x, u, w)[:, i], factor.dexp_inv(x[:, i], u[:, i], w[:, i]))
-    torch.testing.assert_close(space.inner(x, u, w), sum(factor.inner(x[:, i], u[:, i], w[:, i]) for i in range(4)))
+    torch.testing.assert_close(space.inner(x, u, w),
+                               sum(factor.inner(x[:, i], u[:, i], w[:, i]) for i in range(4)))
     torch.testing.assert_close(space.base_log_prob(x), 4 * factor.base_log_prob(x[:, 0]))
     basis = space.tangent_basis(x)
     assert basis.shape == (5, 8, 4, 3)
@@ -258,7 +262,8 @@ def test_se3n_proj_and_proj_tangent_remove_centre_of_mass():
     assert space.constraint_violation(x).max() < 1e-12
     assert space.constraint_violation(ambient).min() > 1.0
     torch.testing.assert_close(space.rotations(x), SO3Matrix().proj(ambient[..., 3:].reshape(3, 4, 3, 3)))
-    for u in (torch.randn(3, 4, 6, generator=g, dtype=F64) + 1.0, torch.randn(3, 4, 12, generator=g, dtype=F64)):
+    for u in (torch.randn(3, 4, 6, generator=g, dtype=F64) + 1.0,
+              torch.randn(3, 4, 12, generator=g, dtype=F64)):
         t = space.proj_tangent(x, u)
         assert t.shape == (3, 4, 6)
         assert t[..., :3].mean(-2).abs().max() < 1e-14
@@ -323,9 +328,10 @@ def test_se3n_charts_agree_along_geodesics():
     for t in (0.25, 0.5, 0.9):
         time = torch.full((5,), t, dtype=F64)
         xm, xq = matrix_space.geodesic(x0, x1, time), quaternion_space.geodesic(q0, q1, time)
-        torch.testing.assert_close(quaternion_space.rotations(xq), matrix_space.rotations(xm), atol=1e-10, rtol=0)
-        torch.testing.assert_close(quaternion_space.translations(xq), matrix_space.translations(xm), atol=1e-12,
+        torch.testing.assert_close(quaternion_space.rotations(xq), matrix_space.rotations(xm), atol=1e-10,
                                    rtol=0)
+        torch.testing.assert_close(quaternion_space.translations(xq), matrix_space.translations(xm),
+                                   atol=1e-12, rtol=0)
         assert matrix_space.translations(xm).mean(-2).abs().max() < 1e-14
 
 
@@ -343,7 +349,8 @@ def test_se3n_divergence_counts_translation_directions(center_of_mass):
         return torch.cat([c * space.translations(y), rotation], -1)
 
     _, div = space.divergence(field, x)
-    expected = c * (3 * (n - 1) if center_of_mass else 3 * n) - (C_MATRIX * space.rotations(x)).sum((-1, -2, -3))
+    expected = (c * (3 * (n - 1) if center_of_mass else 3 * n)
+                - (C_MATRIX * space.rotations(x)).sum((-1, -2, -3)))
     torch.testing.assert_close(div, expected, atol=1e-10, rtol=0)
 
 

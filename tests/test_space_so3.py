@@ -1,5 +1,6 @@
 """Oracle tests of the SO(3) spaces (flowsci.spaces.so3) and rotation algebra
-(flowsci.spaces.rotations): flow_engines.md §3 and §5 O10-O11.
+(flowsci.spaces.rotations): the identities of FoldFlow (Bose et al., ICLR 2024) and ReQFlow
+(Yue, Wang & Xu, ICML 2025), checked by independent oracles (docs/design.md).
 
 The oracles: scipy.spatial.transform.Rotation in float64 (exp, log, composition, angles), central
 finite differences in float64 (geodesic velocity, the differential of exp and its inverse, the
@@ -89,9 +90,12 @@ def test_float32_log_and_exp_match_scipy(angle):
         np.testing.assert_allclose(quat_to_rotvec(quat).double().numpy(), rotvec, rtol=1e-6)
         np.testing.assert_allclose(matrix_to_rotvec(mat).double().numpy(), rotvec, rtol=1e-6)
     rotvec32 = torch.tensor(rotvec, dtype=torch.float32)
-    np.testing.assert_allclose(rotvec_to_matrix(rotvec32).double().numpy(), rot.as_matrix(), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(rotvec_to_quat(rotvec32).double().numpy(), quat.double().numpy(), rtol=0, atol=1e-6)
-    np.testing.assert_allclose(matrix_to_quaternion(mat).double().numpy(), quat.double().numpy(), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(rotvec_to_matrix(rotvec32).double().numpy(), rot.as_matrix(), rtol=0,
+                               atol=1e-6)
+    np.testing.assert_allclose(rotvec_to_quat(rotvec32).double().numpy(), quat.double().numpy(), rtol=0,
+                               atol=1e-6)
+    np.testing.assert_allclose(matrix_to_quaternion(mat).double().numpy(), quat.double().numpy(), rtol=0,
+                               atol=1e-6)
     np.testing.assert_allclose(relative_angle(torch.eye(3), mat).double().numpy(), angle, rtol=0, atol=1e-6)
 
 
@@ -133,7 +137,8 @@ def test_right_jacobian_inv_inverts_the_finite_difference_differential_of_exp():
         columns = []
         for i in range(3):
             step = h * np.eye(3)[i]
-            d = (Rotation.from_rotvec(w + step).as_matrix() - Rotation.from_rotvec(w - step).as_matrix()) / (2 * h)
+            d = (Rotation.from_rotvec(w + step).as_matrix()
+                 - Rotation.from_rotvec(w - step).as_matrix()) / (2 * h)
             columns.append(vee(torch.tensor(exp_w.T @ d)))  # J_r(w) e_i
         jac = torch.stack(columns, -1)
         inv = right_jacobian_inv(torch.tensor(w))
@@ -230,7 +235,8 @@ def test_tangent_basis_is_orthonormal_and_base_log_prob_is_uniform(space):
     assert basis.shape == (7, 3, 3)
     gram = space.inner(x.unsqueeze(1).unsqueeze(1), basis.unsqueeze(2), basis.unsqueeze(1))
     torch.testing.assert_close(gram, torch.eye(3, dtype=F64).expand(7, 3, 3))
-    torch.testing.assert_close(space.base_log_prob(x), torch.full((7,), -math.log(8 * math.pi ** 2), dtype=F64))
+    torch.testing.assert_close(space.base_log_prob(x),
+                               torch.full((7,), -math.log(8 * math.pi ** 2), dtype=F64))
     z = space.random_base(5, generator=torch.Generator().manual_seed(0), dtype=F64)
     assert z.shape == (5, *space.point_shape) and space.constraint_violation(z).max() < 1e-12
 
@@ -248,7 +254,8 @@ def test_the_volume_of_so3_is_8_pi_squared():
 
     axes = np.random.default_rng(12).normal(size=(2, 3))
     for axis in axes / np.linalg.norm(axes, axis=1, keepdims=True):
-        volume, _ = scipy.integrate.quad(lambda r: 4 * math.pi * r * r * det_jacobian(r * axis), 0, math.pi)
+        volume, _ = scipy.integrate.quad(lambda r, axis=axis: 4 * math.pi * r * r * det_jacobian(r * axis),
+                                         0, math.pi)
         assert volume == pytest.approx(8 * math.pi ** 2, rel=1e-7)
 
 
@@ -301,7 +308,8 @@ def test_divergence_matches_finite_differences_along_the_body_frame(space):
 
     x = points(space, scipy_rotations(16, 15))
     h = 1e-5
-    fd = sum((field(space.exp(x, h * e.expand(16, 3)))[:, i] - field(space.exp(x, -h * e.expand(16, 3)))[:, i])
+    fd = sum((field(space.exp(x, h * e.expand(16, 3)))[:, i]
+              - field(space.exp(x, -h * e.expand(16, 3)))[:, i])
              / (2 * h) for i, e in enumerate(torch.eye(3, dtype=F64)))
     _, div = space.divergence(field, x)
     torch.testing.assert_close(div, fd, rtol=0, atol=1e-8)
@@ -316,7 +324,8 @@ def test_gradients_are_finite_at_zero_and_at_equal_points(space, dtype):
     delta = torch.zeros(4, 3, dtype=dtype, requires_grad=True)
     g_x, g_delta = torch.autograd.grad(space.exp(x, delta).sum(), (x, delta))
     assert torch.isfinite(g_x).all() and torch.isfinite(g_delta).all()
-    (g_same,) = torch.autograd.grad(space.log(x, x.detach().clone()).square().sum() + space.log(x, x).sum(), x)
+    (g_same,) = torch.autograd.grad(space.log(x, x.detach().clone()).square().sum()
+                                    + space.log(x, x).sum(), x)
     assert torch.isfinite(g_same).all()
     (g_angle,) = torch.autograd.grad(relative_angle(space.to_matrix(x), space.to_matrix(x).detach()).sum(), x)
     assert torch.isfinite(g_angle).all()
@@ -326,7 +335,7 @@ def test_gradients_are_finite_at_zero_and_at_equal_points(space, dtype):
     assert torch.isfinite(g_a).all() and g_a.abs().sum() > 0
 
 
-# --- O11: geodesics, targets and charts ----------------------------------------------------
+# --- geodesics, targets and charts ---------------------------------------------------------
 
 def test_matrix_and_quaternion_geodesics_agree_in_float32():
     r0, r1 = scipy_rotations(500, 17), scipy_rotations(500, 18)

@@ -60,7 +60,8 @@ def assert_space_contract(space, x: torch.Tensor, y: torch.Tensor, *, radii=(1e-
     torch.testing.assert_close(space.exp(x, torch.zeros_like(u)), x, atol=1e-14, rtol=0)
     torch.testing.assert_close(space.dist(x, y), space.dist(y, x), atol=1e-10, rtol=0)
     v = random_tangents(space, x, 1.0, g)
-    torch.testing.assert_close(space.dist(x, space.exp(x, v)), torch.ones(batch, dtype=F64), atol=1e-10, rtol=0)
+    torch.testing.assert_close(space.dist(x, space.exp(x, v)), torch.ones(batch, dtype=F64), atol=1e-10,
+                               rtol=0)
     torch.testing.assert_close(space.log(x, space.exp(x, v)), v, atol=1e-10, rtol=0)
 
     # proj: idempotent, lands on the space, fixes points
@@ -90,7 +91,8 @@ def assert_space_contract(space, x: torch.Tensor, y: torch.Tensor, *, radii=(1e-
         delta = random_tangents(space, x, radius, g)
         a = gaussian_tangents(space, x, g)
         y0 = space.exp(x, delta)
-        w = (space.log(y0, space.exp(x, delta + h * a)) - space.log(y0, space.exp(x, delta - h * a))) / (2 * h)
+        w = (space.log(y0, space.exp(x, delta + h * a))
+             - space.log(y0, space.exp(x, delta - h * a))) / (2 * h)
         torch.testing.assert_close(space.dexp_inv(x, delta, w), a, atol=1e-6, rtol=0, msg=f"|delta|={radius}")
 
     # finite gradients at delta = 0 and x == y, and through the divergence
@@ -143,9 +145,8 @@ def test_sphere_divergence_of_killing_field_vanishes():
     a = a - a.T
     _, div = space.divergence(lambda q: q @ a.T, x)
     assert div.abs().max() < 1e-10
-    _, div_hutchinson = space.divergence(lambda q: q @ a.T, x,
-                                         probes=torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(1),
-                                                            dtype=F64))
+    probes = torch.randn(3, 5, 3, generator=torch.Generator().manual_seed(1), dtype=F64)
+    _, div_hutchinson = space.divergence(lambda q: q @ a.T, x, probes=probes)
     assert div_hutchinson.abs().max() < 1e-10
 
 
@@ -164,7 +165,8 @@ def test_sphere_exp_log_match_rotation_in_the_plane():
             np.testing.assert_allclose(got.numpy(), expected, atol=1e-12)
         h = 1e-5
         velocity = (scipy.linalg.expm(h * generator) @ xi - scipy.linalg.expm(-h * generator) @ xi) / (2 * h)
-        np.testing.assert_allclose(space.log(torch.from_numpy(xi), torch.from_numpy(yi)).numpy(), velocity, atol=1e-8)
+        np.testing.assert_allclose(space.log(torch.from_numpy(xi), torch.from_numpy(yi)).numpy(), velocity,
+                                   atol=1e-8)
 
 
 @pytest.mark.parametrize("n", [1, 2, 3])
@@ -183,7 +185,8 @@ def test_sphere_base_is_uniform():
     """On S^2 the height of a uniform point is uniform on [-1, 1] (Archimedes); the azimuth too."""
     x = Sphere(2).random_base(4000, generator=torch.Generator().manual_seed(7), dtype=F64).numpy()
     assert scipy.stats.kstest(x[:, 2], scipy.stats.uniform(-1, 2).cdf).pvalue > 1e-3
-    assert scipy.stats.kstest(np.arctan2(x[:, 1], x[:, 0]), scipy.stats.uniform(-np.pi, 2 * np.pi).cdf).pvalue > 1e-3
+    assert scipy.stats.kstest(np.arctan2(x[:, 1], x[:, 0]),
+                              scipy.stats.uniform(-np.pi, 2 * np.pi).cdf).pvalue > 1e-3
 
 
 @pytest.mark.parametrize("radius", [1e-3, 0.0999, 0.1001, 0.5, 2.5, 3.0])
@@ -305,7 +308,8 @@ def test_torus_base_distribution():
     x = space.random_base(3000, generator=torch.Generator().manual_seed(4), dtype=F64)
     assert (x >= 0).all() and (x < 2 * math.pi).all()
     assert scipy.stats.kstest(x[:, 1].numpy(), scipy.stats.uniform(0, 2 * math.pi).cdf).pvalue > 1e-3
-    torch.testing.assert_close(space.base_log_prob(x[:2]), torch.full((2,), -2 * math.log(2 * math.pi), dtype=F64))
+    torch.testing.assert_close(space.base_log_prob(x[:2]),
+                               torch.full((2,), -2 * math.log(2 * math.pi), dtype=F64))
 
 
 def test_torus_constraint_violation_and_bad_input():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import signal
@@ -25,7 +26,8 @@ BASE = {
               "checkpoint_every": 3, "lbfgs": {"steps": 2}},
     "eval": {"n_x": 16, "n_t": 6},
 }
-GRID = {"model": [{"name": "pinn", "width": 8, "depth": 1}, {"name": "lpinn", "width": 8, "u_depth": 1, "x_depth": 1}],
+GRID = {"model": [{"name": "pinn", "width": 8, "depth": 1},
+                  {"name": "lpinn", "width": 8, "u_depth": 1, "x_depth": 1}],
         "domain.beta": [1, 30]}
 
 
@@ -90,7 +92,7 @@ def test_time_to_target_reads_the_first_evaluation_below(tmp_path) -> None:
     assert math.isnan(never["steps_to_target"]) and math.isnan(never["seconds_to_target"])
 
 
-def test_run_sweep_writes_one_table_and_plot_and_skips_finished_runs(tmp_path, capsys) -> None:
+def test_run_sweep_writes_one_table_and_plot_and_skips_finished_runs(tmp_path, caplog) -> None:
     sweep = sweep_from_dict(sweep_dict(target={"metric": "rel_l2", "below": 10.0},
                                        plot={"x": "domain.beta", "group": "model.name", "y": ["rel_l2"]}))
     root = run_sweep(sweep, tmp_path / "sweep", progress=False)
@@ -100,20 +102,22 @@ def test_run_sweep_writes_one_table_and_plot_and_skips_finished_runs(tmp_path, c
     assert all(r["lbfgs_iterations"] == 2 for r in rows)
     assert (root / "results.png").stat().st_size > 0 and (root / "results.md").read_text().count("\n") == 6
     assert yaml.safe_load((root / "sweep.yaml").read_text())["sweep"]["grid"]["domain.beta"] == [1, 30]
-    capsys.readouterr()
-    run_sweep(sweep, root, progress=False)
-    assert "4 done, 0 to train" in capsys.readouterr().out
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="flowsci"):
+        run_sweep(sweep, root, progress=False)
+    assert "4 done, 0 to train" in caplog.text
     changed = sweep_from_dict(sweep_dict(), ["train.lr=0.02"])
     with pytest.raises(ConfigError, match="trained with another config.*--out"):
         run_sweep(changed, root, progress=False)
 
 
-def test_a_failed_run_does_not_stop_the_others(tmp_path, capsys) -> None:
+def test_a_failed_run_does_not_stop_the_others(tmp_path, caplog) -> None:
     grid = {"model": [GRID["model"][0]], "train.lr": [0.01, 1e30]}       # lr 1e30: a non-finite loss
     sweep = sweep_from_dict({**BASE, "sweep": {"grid": grid}})
-    with pytest.raises(SweepRunsFailed, match=r"1 of 2 runs .* failed \(.*lr.*NonFiniteLossError.*run the sweep again"):
+    with pytest.raises(SweepRunsFailed,
+                       match=r"1 of 2 runs .* failed \(.*lr.*NonFiniteLossError.*run the sweep again"):
         run_sweep(sweep, tmp_path / "sweep", progress=False)
-    assert "failed:" in capsys.readouterr().err
+    assert "sweep run model=pinn_lr=1e+30 failed:\nTraceback" in caplog.text
     rows = json.loads((tmp_path / "sweep" / "results.json").read_text())["rows"]
     assert len(rows) == 1 and math.isfinite(rows[0]["rel_l2"])
 

@@ -1,9 +1,10 @@
 """Training-time samplers, the SD3 shift and sampling time grids.
 
 Oracles: the densities and sampling recipes of the papers, typed here in the papers' own
-convention (tau = 1 - t, tau = 1 noise) from rf_techniques.md §2.2, §2.3, §3.2 and mapped to
-ours (t = 1 - tau); KS tests against the analytic CDFs; numerical integration of the
-densities; the EDM noise-level formula of Karras et al. (2022).
+convention (tau = 1 - t, tau = 1 noise) from SD3 (Esser et al. 2024, §3.1 and the resolution
+shift) and 2-RF++ (Lee, Lin & Fanti 2024, the U-shaped density) and mapped to ours
+(t = 1 - tau); KS tests against the analytic CDFs; numerical integration of the densities;
+the EDM noise-level formula of Karras et al. (2022).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import scipy.stats
 import torch
 
 from flowsci.grids import EDMGrid, ShiftedGrid, UniformGrid, edm_grid, reverse, shifted_grid, uniform_grid
-from flowsci.plugins import Registry
+from flowsci.registry import Registry
 from flowsci.solvers import Euler
 from flowsci.timesteps import (
     MODE_SCALE_MAX,
@@ -45,7 +46,7 @@ def _gen(seed: int) -> torch.Generator:
 
 
 def sd3_shift(tau: np.ndarray | float, alpha: float) -> np.ndarray | float:
-    """SD3 §2.3: tau_m = alpha tau_n / (1 + (alpha - 1) tau_n)."""
+    """SD3 (Esser et al. 2024): tau_m = alpha tau_n / (1 + (alpha - 1) tau_n)."""
     return alpha * tau / (1 + (alpha - 1) * tau)
 
 
@@ -213,7 +214,7 @@ def test_mode_scale_bound_is_the_monotone_range() -> None:
 
 
 def test_u_shaped_reference_values() -> None:
-    """rf_techniques.md §3.2: for a = 4 the density is about 2.07 at the ends, 0.55 in the middle."""
+    """2-RF++ (Lee, Lin & Fanti 2024), a = 4: density about 2.07 at the ends, 0.55 in the middle."""
     cdf = UShapedTime(4.0).cdf
     h = 1e-6
     for t, p in ((h, 2.07), (0.5, 0.55), (1 - h, 2.07)):
@@ -341,7 +342,7 @@ def test_shift_matches_flux_time_shift() -> None:
 
 @pytest.mark.parametrize("alpha", [0.3, 3.0])
 def test_shift_scales_the_noise_to_signal_ratio(alpha: float) -> None:
-    """rf_techniques.md §2.5: noise/signal (1 - t)/t is multiplied by exactly alpha."""
+    """The SD3 shift (Esser et al. 2024): noise/signal (1 - t)/t is multiplied by exactly alpha."""
     t = T_GRID[1:-1]
     s = shift_time(t, alpha)
     torch.testing.assert_close((1 - s) / s, alpha * (1 - t) / t, rtol=1e-13, atol=0)
@@ -410,7 +411,8 @@ def test_grid_endpoints_length_monotone(name: str, steps: int) -> None:
 
 @pytest.mark.parametrize("steps", [3, 4, 18, 40])
 @pytest.mark.parametrize("rho, sigma_min, sigma_max", [(7.0, 0.002, 80.0), (3.0, 0.01, 20.0)])
-def test_edm_grid_reproduces_karras_sigmas(steps: int, rho: float, sigma_min: float, sigma_max: float) -> None:
+def test_edm_grid_reproduces_karras_sigmas(steps: int, rho: float, sigma_min: float,
+                                           sigma_max: float) -> None:
     grid = edm_grid(steps, rho, sigma_min, sigma_max).numpy()
     inner = grid[1:-1]
     sigmas = (1 - inner) / inner                 # rectified flow: sigma_EDM = (1 - t) / t

@@ -11,7 +11,7 @@ from conftest import SMALL, TOY2D_YAML
 from flowsci.config import load_config
 from flowsci.errors import NonFiniteLossError, RunError
 from flowsci.metrics_log import read_metrics
-from flowsci.plugins import get_domain
+from flowsci.registry import create_domain
 from flowsci.training import lr_factor, train
 
 
@@ -28,7 +28,7 @@ def test_lr_schedule_shape():
 
 
 def test_nan_loss_stops_with_the_step(tmp_path, monkeypatch):
-    domain = get_domain("toy2d")
+    domain = create_domain("toy2d")
     objective_cls = type(domain.build_objective(load_config(TOY2D_YAML)))
     real_loss = objective_cls.loss
     calls = {"n": 0}

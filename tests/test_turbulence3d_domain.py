@@ -12,7 +12,7 @@ from conftest import REPO
 
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
-from flowsci.plugins import get_domain
+from flowsci.plugins import create_domain
 from flowsci.training import train
 
 YAML = REPO / "domains" / "turbulence3d.yaml"
@@ -31,14 +31,14 @@ def run(tmp_path_factory):
 
 
 def raw_velocity(split: str) -> np.ndarray:
-    with h5py.File(get_domain("turbulence3d").data_path(load_config(YAML, TINY))) as f:
+    with h5py.File(create_domain("turbulence3d").data_file(load_config(YAML, TINY))) as f:
         return f[f"splits/{split}/t1_fields/velocity"][...].astype(np.float64)
 
 
 def test_file_holds_a_t1_velocity_field_read_back_channels_first(run):
     cfg = load_config(YAML, TINY)
-    domain = get_domain("turbulence3d")
-    path = domain.data_path(cfg)
+    domain = create_domain("turbulence3d")
+    path = domain.data_file(cfg)
     with h5py.File(path) as f:
         shapes = {s: f[f"splits/{s}/t1_fields/velocity"].shape for s in ("train", "val", "test")}
     assert shapes == {"train": (1, 5, 8, 8, 8, 3), "val": (1, 5, 8, 8, 8, 3), "test": (1, 5, 8, 8, 8, 3)}

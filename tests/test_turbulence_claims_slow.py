@@ -1,4 +1,4 @@
-"""IFactFormer-m's claims at CPU scale (sciml_anchors.md §B.1.4), on the default data and
+"""IFactFormer-m's claims (Yang, Wang & Wang, arXiv 2412.18840, 2024) at CPU scale, on the default data and
 training budget of domains/turbulence.yaml: -m and -o (equal parameter budget) trained for the
 same number of steps. About 10 minutes on one core. ``pytest -m slow``."""
 

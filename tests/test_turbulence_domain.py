@@ -13,8 +13,9 @@ from conftest import FLOWSCI, REPO, subprocess_env
 
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
+from flowsci.data.lifecycle import default_path
 from flowsci.errors import ConfigError, DataError
-from flowsci.plugins import get_domain
+from flowsci.plugins import create_domain
 from flowsci.training import train
 from flowsci_domains.turbulence.domain import rollout_statistics
 
@@ -39,9 +40,9 @@ def one_step_run(tmp_path_factory):
 
 def test_generated_file_holds_the_split_trajectories_and_every_generator_parameter():
     cfg = tiny()
-    domain = get_domain("turbulence")
+    domain = create_domain("turbulence")
     data = domain.build_data(cfg)
-    path = domain.data_path(cfg)
+    path = domain.data_file(cfg)
     with h5py.File(path) as f:
         shapes = {s: f[f"splits/{s}/t0_fields/vorticity"].shape for s in ("train", "val", "test")}
         attrs = dict(f.attrs)
@@ -59,14 +60,14 @@ def test_generated_file_holds_the_split_trajectories_and_every_generator_paramet
 
 def test_another_split_names_another_file():
     """make_data writes the split into the file, so a file of another split must not be reused."""
-    domain = get_domain("turbulence")
-    paths = {domain.data_path(tiny(*split)) for split in ([], ["data.n_val=2"], ["data.n_test=2"])}
+    domain = create_domain("turbulence")
+    paths = {default_path(domain, tiny(*split)) for split in ([], ["data.n_val=2"], ["data.n_test=2"])}
     assert len(paths) == 3
 
 
 def test_normalisation_is_fitted_on_the_training_split_and_travels_with_the_checkpoint(one_step_run):
     cfg = tiny()
-    with h5py.File(get_domain("turbulence").data_path(cfg)) as f:
+    with h5py.File(create_domain("turbulence").data_file(cfg)) as f:
         train_w = f["splits/train/t0_fields/vorticity"][...].astype(np.float64)
     model = load_model(one_step_run.run_dir)
     np.testing.assert_allclose(model.normalizer.mean.numpy(), [train_w.mean()], rtol=1e-5, atol=1e-6)
@@ -121,9 +122,9 @@ def test_bad_inputs_get_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match="n_val"):
         load_config(TURBULENCE_YAML, ["data.n_val=14"])
     with pytest.raises(ConfigError, match="model.in_channels"):
-        get_domain("turbulence").build_model(tiny("model.in_channels=3"))
+        create_domain("turbulence").build_model(tiny("model.in_channels=3"))
     with pytest.raises(DataError, match="does not exist"):
-        get_domain("turbulence").build_data(tiny(f"data.path={tmp_path / 'missing.h5'}"))
+        create_domain("turbulence").build_data(tiny(f"data.path={tmp_path / 'missing.h5'}"))
 
 
 def test_cli_train_prints_the_one_step_error_and_the_figures(tmp_path):
@@ -135,7 +136,8 @@ def test_cli_train_prints_the_one_step_error_and_the_figures(tmp_path):
                                env=subprocess_env(), timeout=300)
     assert evaluated.returncode == 0, evaluated.stderr
     assert "spectrum_max_rel_error=" in evaluated.stdout
-    sampled = subprocess.run([FLOWSCI, "sample", str(tmp_path / "run"), "-n", "3", "--out", str(tmp_path / "s.npz")],
+    sampled = subprocess.run([FLOWSCI, "sample", str(tmp_path / "run"), "-n", "3",
+                              "--out", str(tmp_path / "s.npz")],
                              capture_output=True, text=True, env=subprocess_env(), timeout=300)
     assert sampled.returncode == 0, sampled.stderr
     with np.load(tmp_path / "s.npz") as rollouts:
@@ -144,8 +146,8 @@ def test_cli_train_prints_the_one_step_error_and_the_figures(tmp_path):
 
 def test_pushforward_windows_and_objective_target_the_true_future_state():
     cfg = tiny("objective.unroll=3")
-    data = get_domain("turbulence").build_data(cfg)
-    with h5py.File(get_domain("turbulence").data_path(cfg)) as f:
+    data = create_domain("turbulence").build_data(cfg)
+    with h5py.File(create_domain("turbulence").data_file(cfg)) as f:
         train_w = torch.from_numpy(f["splits/train/t0_fields/vorticity"][...]).float()
     windows = 12 - 3
     assert len(data.train) == 2 * windows

@@ -33,7 +33,8 @@ def grid(n: int) -> tuple[torch.Tensor, torch.Tensor]:
     return points.reshape(n, 1), points.reshape(1, n)
 
 
-def analytic_fields(n: int, modes: list[tuple[float, int, int, float]] = PSI_MODES) -> dict[str, torch.Tensor]:
+def analytic_fields(n: int, modes: list[tuple[float, int, int, float]] = PSI_MODES
+                    ) -> dict[str, torch.Tensor]:
     """Closed-form psi, u = psi_y, v = -psi_x, w = -lap psi and grad w on the n x n grid."""
     x, y = grid(n)
     fields = {key: torch.zeros(n, n, dtype=F64) for key in ("psi", "u", "v", "w", "w_x", "w_y")}
@@ -62,9 +63,11 @@ def test_inviscid_unforced_flow_conserves_energy_and_enstrophy(dealias: str) -> 
     # The Galerkin-truncated Euler equations conserve both quadratic invariants exactly; what is
     # left is RK4's error, which must shrink at least like dt^4 (it is nearer dt^5 here, the
     # amplitude error |R(i y)|^2 = 1 - y^6 / 72 of RK4 dominating).
-    w0 = random_initial_vorticity(2, 32, torch.Generator().manual_seed(1), peak_wavenumber=3.0, rms=1.0, dtype=F64)
+    w0 = random_initial_vorticity(2, 32, torch.Generator().manual_seed(1), peak_wavenumber=3.0, rms=1.0,
+                                  dtype=F64)
     w0 = Kolmogorov2D(32, dealias=dealias).to_physical(Kolmogorov2D(32, dealias=dealias).to_spectral(w0))
-    drifts = [relative_drift(Kolmogorov2D(32, nu=0.0, drag=0.0, forcing_amplitude=0.0, dt=dt, dealias=dealias),
+    drifts = [relative_drift(Kolmogorov2D(32, nu=0.0, drag=0.0, forcing_amplitude=0.0, dt=dt,
+                                          dealias=dealias),
                              w0, 1.0) for dt in (0.08, 0.04)]
     (energy_coarse, enstrophy_coarse), (energy_fine, enstrophy_fine) = drifts
     assert max(energy_fine, enstrophy_fine) < 1e-6
@@ -74,7 +77,8 @@ def test_inviscid_unforced_flow_conserves_energy_and_enstrophy(dealias: str) -> 
 
 
 def test_time_stepping_is_fourth_order_with_forcing_viscosity_and_drag() -> None:
-    w0 = random_initial_vorticity(2, 32, torch.Generator().manual_seed(1), peak_wavenumber=3.0, rms=2.0, dtype=F64)
+    w0 = random_initial_vorticity(2, 32, torch.Generator().manual_seed(1), peak_wavenumber=3.0, rms=2.0,
+                                  dtype=F64)
     physics = dict(nu=0.01, drag=0.1, forcing_amplitude=1.0, forcing_wavenumber=2)
     reference = Kolmogorov2D(32, dt=0.005, **physics).advance(w0, 1.0)
     errors = [(Kolmogorov2D(32, dt=dt, **physics).advance(w0, 1.0) - reference).norm() / reference.norm()
@@ -141,7 +145,8 @@ def test_float32_input_gives_float32_output_close_to_float64() -> None:
 
 
 def test_numpy_integer_parameters_read_back_from_hdf5_are_accepted() -> None:
-    solver = Kolmogorov2D(np.int64(32), forcing_wavenumber=np.int64(4), nu=np.float64(1e-3), dt=np.float64(0.05))
+    solver = Kolmogorov2D(np.int64(32), forcing_wavenumber=np.int64(4), nu=np.float64(1e-3),
+                          dt=np.float64(0.05))
     assert solver.n == 32 and solver.forcing_wavenumber == 4 and isinstance(solver.forcing_wavenumber, int)
 
 

@@ -2,7 +2,8 @@
 
 "A posteriori" means the closure is judged by the dynamics it produces: it is plugged into
 :class:`active_suspension.ActiveSuspension2D` and the run is compared with a reference run
-(the Bingham closure, sciml_anchors §B.3.5) through statistics over a time window:
+(the Bingham closure; Maddu, Weady & Shelley, J. Comput. Phys. 2024) through statistics over
+a time window:
 
 - the time means of the spatial mean speed ⟨|u|⟩ and of the order parameter ⟨λ₁ − λ₂⟩/c,
   compared by their relative differences;
@@ -69,7 +70,8 @@ def simulate(closure: ClosureFn, params: ActiveSuspensionParams, seed: int, n_st
     solver = ActiveSuspension2D(params, closure)
     error, steps = None, 0
     start = time.perf_counter()
-    with torch.no_grad(), tqdm(total=n_steps, desc="active suspension", unit="step", disable=not progress) as bar:
+    with torch.no_grad(), tqdm(total=n_steps, desc="active suspension", unit="step",
+                               disable=not progress) as bar:
         state = solver.initial_state(torch.Generator().manual_seed(seed))
         records = [solver.record(state)]
         try:
@@ -80,7 +82,8 @@ def simulate(closure: ClosureFn, params: ActiveSuspensionParams, seed: int, n_st
                 bar.update(record_every)
         except (FloatingPointError, ValueError) as failure:
             error = str(failure)
-    out: dict = {key: torch.stack([r[key] for r in records]).numpy() for key in records[0] if key != "wavenumber"}
+    out: dict = {key: torch.stack([r[key] for r in records]).numpy() for key in records[0]
+                 if key != "wavenumber"}
     out["wavenumber"] = records[0]["wavenumber"].numpy()
     out.update(seconds=time.perf_counter() - start, steps=steps, error=error)
     return out
@@ -142,7 +145,8 @@ def unroll_targets(reference: ClosureFn, params: ActiveSuspensionParams, seed: i
     cs, Ds = [], []
     with torch.no_grad():
         state = solver.initial_state(torch.Generator().manual_seed(seed))
-        bar = tqdm(total=skip + n_starts * start_every, desc="reference run", unit="step", disable=not progress)
+        bar = tqdm(total=skip + n_starts * start_every, desc="reference run", unit="step",
+                   disable=not progress)
         for index in range(1, skip + n_starts * start_every + 1):
             state = solver.step(state)
             bar.update()
@@ -186,6 +190,7 @@ def fine_tune(closure: Closure, params: ActiveSuspensionParams, targets: UnrollT
         raise ValueError(f"batch_size = {batch_size} exceeds the {n_starts} start states of targets")
 
     def batch_loss(generator: torch.Generator) -> torch.Tensor:
-        return unrolled_loss(closure, params, targets, torch.randperm(n_starts, generator=generator)[:batch_size])
+        return unrolled_loss(closure, params, targets,
+                             torch.randperm(n_starts, generator=generator)[:batch_size])
 
     return minimise(closure, batch_loss, steps, lr, seed, progress, desc="fine-tuning (unrolled)")

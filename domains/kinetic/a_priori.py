@@ -31,7 +31,8 @@ def relative_error(pred: np.ndarray | torch.Tensor, true: np.ndarray | torch.Ten
     pred, true = (np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
                   for x in (pred, true))
     if pred.shape != true.shape or pred.ndim < 2:
-        raise ValueError(f"pred and true must have the same shape (..., d, d), got {pred.shape} and {true.shape}")
+        raise ValueError("pred and true must have the same shape (..., d, d), "
+                         f"got {pred.shape} and {true.shape}")
     scale = float(np.sum(true**2))
     if scale == 0:
         raise ValueError("true is zero everywhere: the relative error is undefined")
@@ -58,7 +59,8 @@ def _work_dtype(closure: Closure) -> tuple[torch.dtype, torch.device]:
     return (torch.float64, torch.device("cpu")) if parameter is None else (parameter.dtype, parameter.device)
 
 
-def closure_predictions(closure: Closure, arrays: Arrays, batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
+def closure_predictions(closure: Closure, arrays: Arrays,
+                        batch_size: int = 4096) -> tuple[np.ndarray, np.ndarray]:
     """The closure's S:E and S:D at every snapshot of ``arrays`` (D, E: (..., d, d)), without
     gradients, in the closure's dtype. Returns two float64 arrays of D's shape."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -68,7 +70,8 @@ def closure_predictions(closure: Closure, arrays: Arrays, batch_size: int = 4096
     outputs: list[tuple[torch.Tensor, torch.Tensor]] = []
     with torch.no_grad():
         for start in range(0, len(data["D"]), batch_size):
-            D, E = (data[name][start:start + batch_size].to(dtype=dtype, device=device) for name in ("D", "E"))
+            D, E = (data[name][start:start + batch_size].to(dtype=dtype, device=device)
+                    for name in ("D", "E"))
             outputs.append(closure(D, E))
     shape = tuple(arrays["D"].shape)
     return tuple(torch.cat([out[k] for out in outputs]).cpu().double().numpy().reshape(shape) for k in (0, 1))
@@ -121,7 +124,8 @@ def closure_loss(closure: Closure, batch: Mapping[str, torch.Tensor], scales: Ma
     dtype, device = _work_dtype(closure)
     data = {name: batch[name].to(dtype=dtype, device=device) for name in FIELDS}
     SE, SD = closure(data["D"], data["E"])
-    terms = {name: ((pred - data[name]) ** 2).sum((-2, -1)).mean() / scales[name].to(dtype=dtype, device=device)
+    terms = {name: ((pred - data[name]) ** 2).sum((-2, -1)).mean()
+             / scales[name].to(dtype=dtype, device=device)
              for name, pred in (("SE", SE), ("SD", SD))}
     return terms["SE"] + terms["SD"], terms
 

@@ -1,4 +1,5 @@
-"""The 2-D coarse-grained active suspension (sciml_anchors §B.3.1): a differentiable pseudo-spectral solver.
+"""The 2-D coarse-grained active suspension (Maddu, Weady & Shelley, J. Comput. Phys. 2024): a
+differentiable pseudo-spectral solver.
 
 Fields on the periodic square [0, L)², sampled at (x_i, y_j) = (i h, j h), h = L/n, stored as
 field[..., i, j]: the concentration c (..., n, n), the second moment D (..., n, n, 2, 2)
@@ -23,7 +24,7 @@ Time: SBDF2, first step IMEX Euler. The linear terms d_T Δ (on c and D) and the
 known in the D solve); transport, stretching, closure and alignment terms are extrapolated.
 SBDF2 is chosen over IMEX Euler throughout because it is second order at the same cost (one
 closure evaluation per step), which the time-step convergence test confirms; SBDF2 is also
-what sciml_anchors §B.3.3 recalls for the reference solver (Weady et al.).
+the scheme of the reference solver (Weady et al.) behind Maddu, Weady & Shelley (2024).
 
 Stress–velocity coupling: Σ depends on E = sym ∇u, so u solves u = 𝒮[Σ(D, E(u))], a fixed point
 of the "sweep" map (closure, stress, Stokes solve). The map is a contraction (measured rate
@@ -163,8 +164,8 @@ def stokes_velocity(stress: torch.Tensor, length: float) -> torch.Tensor:
     (∇·Σ)_b = ∂Σ_ab/∂x_a (Σ need not be symmetric)."""
     if not isinstance(stress, torch.Tensor) or stress.ndim < 4 or stress.shape[-2:] != (2, 2) \
             or stress.shape[-4] != stress.shape[-3] or stress.shape[-4] % 2:
-        raise ValueError(f"stress must be a tensor (..., n, n, 2, 2) with n even, got "
-                         f"{tuple(stress.shape) if isinstance(stress, torch.Tensor) else type(stress).__name__}")
+        got = tuple(stress.shape) if isinstance(stress, torch.Tensor) else type(stress).__name__
+        raise ValueError(f"stress must be a tensor (..., n, n, 2, 2) with n even, got {got}")
     if not math.isfinite(length) or length <= 0:
         raise ValueError(f"length must be a finite number > 0, got {length!r}")
     n = stress.shape[-3]
@@ -207,7 +208,8 @@ def time_averaged_spectrum(series: dict[str, torch.Tensor],
     time >= ``start_time``. Returns (``series["wavenumber"]`` (K,), E (..., K))."""
     missing = {"time", "spectrum", "wavenumber"} - set(series)
     if missing:
-        raise ValueError(f"series must hold the keys of ActiveSuspension2D.rollout; missing {sorted(missing)}")
+        raise ValueError("series must hold the keys of ActiveSuspension2D.rollout; "
+                         f"missing {sorted(missing)}")
     keep = series["time"] >= start_time
     if not bool(keep.any()):
         raise ValueError(f"no record at time >= start_time = {start_time}; the records span "
@@ -223,7 +225,8 @@ class ActiveSuspension2D:
         if not isinstance(params, ActiveSuspensionParams):
             raise ValueError(f"params must be an ActiveSuspensionParams, got {type(params).__name__}")
         if not callable(closure):
-            raise ValueError(f"closure must be callable as closure(D, E) -> (S:E, S:D), got {type(closure).__name__}")
+            raise ValueError("closure must be callable as closure(D, E) -> (S:E, S:D), "
+                             f"got {type(closure).__name__}")
         self.params, self.closure = params, closure
         n = params.n
         self.k = _wavevectors(n, params.length)                       # (n, m, 2)
@@ -240,12 +243,14 @@ class ActiveSuspension2D:
         onto the de-aliased band, with its self-consistent velocity (fixed point iterated to
         convergence). Differentiable in c, D and the closure's parameters."""
         n = self.params.n
-        if not isinstance(c, torch.Tensor) or c.dtype != torch.float64 or c.ndim < 2 or c.shape[-2:] != (n, n):
-            raise ValueError(f"c must be a float64 tensor (..., {n}, {n}), got "
-                             f"{(c.dtype, tuple(c.shape)) if isinstance(c, torch.Tensor) else type(c).__name__}")
+        if (not isinstance(c, torch.Tensor) or c.dtype != torch.float64 or c.ndim < 2
+                or c.shape[-2:] != (n, n)):
+            got = (c.dtype, tuple(c.shape)) if isinstance(c, torch.Tensor) else type(c).__name__
+            raise ValueError(f"c must be a float64 tensor (..., {n}, {n}), got {got}")
         if not isinstance(D, torch.Tensor) or D.dtype != torch.float64 or D.shape != c.shape + (2, 2):
-            raise ValueError(f"D must be a float64 tensor of shape {tuple(c.shape) + (2, 2)} (c's shape + (2, 2)), "
-                             f"got {(D.dtype, tuple(D.shape)) if isinstance(D, torch.Tensor) else type(D).__name__}")
+            got = (D.dtype, tuple(D.shape)) if isinstance(D, torch.Tensor) else type(D).__name__
+            raise ValueError(f"D must be a float64 tensor of shape {tuple(c.shape) + (2, 2)} "
+                             f"(c's shape + (2, 2)), got {got}")
         if not bool(torch.isfinite(c).all() & torch.isfinite(D).all()):
             raise ValueError("c and D must be finite, got NaN or inf entries")
         asymmetry = float((D - D.transpose(-1, -2)).abs().max())
@@ -265,7 +270,8 @@ class ActiveSuspension2D:
             raise ValueError(f"generator must be a torch.Generator, got {type(generator).__name__}")
         if not isinstance(amplitude, (int, float)) or not 0 < amplitude < 0.5:
             raise ValueError(f"amplitude must lie in (0, 0.5), got {amplitude!r}")
-        if isinstance(max_mode, bool) or not isinstance(max_mode, int) or not 1 <= max_mode < self.params.n / 3:
+        if (isinstance(max_mode, bool) or not isinstance(max_mode, int)
+                or not 1 <= max_mode < self.params.n / 3):
             raise ValueError(f"max_mode must be an integer in [1, n/3) = [1, {self.params.n / 3:.4g}), "
                              f"got {max_mode!r}")
         n = self.params.n
@@ -307,7 +313,8 @@ class ActiveSuspension2D:
             if change <= CONVERGED * scale:
                 return u_hat
         raise RuntimeError(f"the stress–velocity fixed point did not converge in {MAX_SWEEPS} sweeps "
-                           f"(last relative change {change / scale:.3g}); the coupling β S:E may be too strong")
+                           f"(last relative change {change / scale:.3g}); "
+                           "the coupling β S:E may be too strong")
 
     def velocity(self, state: SuspensionState) -> torch.Tensor:
         """The self-consistent Stokes velocity u: (..., n, n, 2) of the state (fixed point converged)."""
@@ -337,7 +344,8 @@ class ActiveSuspension2D:
         flux_d = _rfft(u[..., :, None, None] * state.D[..., None, :, :], 3)           # (..., n, m, 2, 2, 2)
         local = grad_u @ state.D + state.D @ grad_u.transpose(-1, -2) - 2 * se + 4 * p.zeta * (dd - sd)
         nc_hat = self.mask * (-1j * (self.k * flux_c).sum(-1))
-        nd_hat = self.mask[..., None, None] * (-1j * torch.einsum("nmb,...nmbij->...nmij", self.k.to(flux_d.dtype),
+        nd_hat = self.mask[..., None, None] * (-1j * torch.einsum("nmb,...nmbij->...nmij",
+                                                                  self.k.to(flux_d.dtype),
                                                                   flux_d) + _rfft(local, 2))
 
         previous = state.previous
@@ -385,7 +393,8 @@ class ActiveSuspension2D:
         """One record of :meth:`rollout` (detached): time (), mean_speed (...), order_parameter (...),
         spectrum (..., K) and wavenumber (K,)."""
         with torch.no_grad():
-            detached = dataclasses.replace(state, c=state.c.detach(), D=state.D.detach(), u_hat=state.u_hat.detach())
+            detached = dataclasses.replace(state, c=state.c.detach(), D=state.D.detach(),
+                                           u_hat=state.u_hat.detach())
             u = self.velocity(detached)
             k, spectrum = self.energy_spectrum(u)
             return {"time": torch.tensor(state.time, dtype=torch.float64),

@@ -234,7 +234,8 @@ class BinghamClosure3D(Closure):
     def __init__(self, n_nodes: int = 64, tol: float = 1e-8, max_iter: int = 100):
         super().__init__(tol)
         if n_nodes < 4 or max_iter < 1:
-            raise ValueError(f"n_nodes must be >= 4 and max_iter >= 1, got n_nodes={n_nodes}, max_iter={max_iter}")
+            raise ValueError(f"n_nodes must be >= 4 and max_iter >= 1, got n_nodes={n_nodes}, "
+                             f"max_iter={max_iter}")
         self.n_nodes, self.max_iter = n_nodes, max_iter
         self.min_eigenvalue = 3.0 / n_nodes**2
         nodes, weights = np.polynomial.legendre.leggauss(2 * n_nodes)
@@ -303,7 +304,8 @@ class BinghamClosure3D(Closure):
         for i in range(3):
             frame[..., i, i, i, i] = avg[..., 3 + i]
         for k, (i, j) in enumerate([(0, 1), (0, 2), (1, 2)]):
-            for a, b, e, f in [(i, i, j, j), (j, j, i, i), (i, j, i, j), (j, i, j, i), (i, j, j, i), (j, i, i, j)]:
+            for a, b, e, f in [(i, i, j, j), (j, j, i, i), (i, j, i, j), (j, i, j, i), (i, j, j, i),
+                               (j, i, i, j)]:
                 frame[..., a, b, e, f] = avg[..., 6 + k]
         S = torch.einsum("...ia,...jb,...kc,...ld,...abcd->...ijkl", vec, vec, vec, vec, frame)
         return c[..., None, None, None, None] * S

@@ -1,6 +1,8 @@
 """The ``kinetic`` domain: a-priori learning of closures of the second-moment equation of rods.
 
-The data are homogeneous orientation dynamics (sciml_anchors §B.3.4): per trajectory a random
+The data are homogeneous orientation dynamics (the a-priori setting of Maddu, Weady and
+Shelley, "Learning fast, accurate and stable closures of a kinetic theory of an active fluid",
+2023): per trajectory a random
 initial Ψ(p), an alignment strength ζ ~ U(0, zeta_max) and piecewise-constant random linear
 flows, solved in harmonics (:mod:`orientation`); each snapshot gives D, E and the exact closure
 terms S:E and S:D. The model is a registered learned closure (``closure(D, E) -> (S:E, S:D)``,
@@ -14,10 +16,8 @@ closures of the same d, and figures the parity plot.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import logging
 import math
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +26,10 @@ import torch
 from matplotlib.figure import Figure
 
 from flowsci.config import Config, DataConfig
-from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
+from flowsci.data import DataSplits, InMemoryDataset, load_split, read_meta, write_dataset
+from flowsci.data.lifecycle import LOADER_KEYS
 from flowsci.errors import ConfigError, DataError
-from flowsci.plugins import DomainBase
+from flowsci.plugins import DomainBase, Evaluation
 from flowsci_domains.kinetic.a_priori import (
     FIELDS,
     closure_errors,
@@ -39,7 +40,7 @@ from flowsci_domains.kinetic.a_priori import (
 from flowsci_domains.kinetic.closures import Closure, make_closure
 from flowsci_domains.kinetic.orientation import generate_dataset
 
-FORMAT = 1           # of the generated file; part of its name's hash
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass
@@ -60,8 +61,8 @@ def _require(name: str, ok: bool, valid: str, value: Any) -> None:
 
 @dataclasses.dataclass
 class KineticData(DataConfig):
-    """YAML ``data:``: the generator (:func:`orientation.generate_dataset`, sciml_anchors §B.3.4
-    defaults) and the split by trajectory; ``seed`` (inherited) seeds the generator."""
+    """YAML ``data:``: the generator (:func:`orientation.generate_dataset` and its defaults)
+    and the split by trajectory; ``seed`` (inherited) seeds the generator."""
 
     n_trajectories: int = 24
     n_train: int = 18                # the first n_train trajectories train, the rest test
@@ -77,7 +78,8 @@ class KineticData(DataConfig):
 
     def __post_init__(self) -> None:
         _require("seed", self.seed >= 0, "an integer >= 0", self.seed)
-        _require("n_trajectories", self.n_trajectories >= 2, "an integer >= 2 (train and test)", self.n_trajectories)
+        _require("n_trajectories", self.n_trajectories >= 2, "an integer >= 2 (train and test)",
+                 self.n_trajectories)
         _require("n_train", 1 <= self.n_train < self.n_trajectories,
                  f"an integer in [1, n_trajectories - 1 = {self.n_trajectories - 1}]", self.n_train)
         _require("n_modes", self.n_modes is None or (self.n_modes >= 4 and self.n_modes % 2 == 0),
@@ -95,7 +97,7 @@ class KineticData(DataConfig):
 
     def generator_parameters(self) -> dict[str, Any]:
         """The keyword arguments of :func:`orientation.generate_dataset` besides d."""
-        skip = {"path", "regenerate", "num_workers", "n_train"}
+        skip = {*LOADER_KEYS, "n_train"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 
@@ -121,28 +123,23 @@ class Kinetic(DomainBase):
 
     # --- data ----------------------------------------------------------------------------
 
-    def data_path(self, cfg: Config) -> Path:
-        """``data.path``, or a file under the data directory named by every generator parameter
-        (hashed), the split and the format, so that a changed parameter never reuses a stale file."""
-        if cfg.data.path:
-            return Path(cfg.data.path)
-        d, data = cfg.settings.d, cfg.data
-        params = {"format": FORMAT, "d": d, "n_train": data.n_train, **data.generator_parameters()}
-        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-        snapshots = (data.n_pieces - data.n_transient_pieces) * data.n_snapshots_per_piece
-        return (default_data_dir() / "kinetic" / f"homogeneous_d{d}_{data.n_trajectories}x{snapshots}_"
-                f"train{data.n_train}_seed{data.seed}_{digest}.h5")
+    def data_settings(self, cfg: Config) -> dict[str, Any]:
+        """The generator parameters, the split (``n_train``) and the dimension ``d``."""
+        return {**super().data_settings(cfg), "d": cfg.settings.d}
 
-    def make_data(self, cfg: Config) -> Path:
-        """Generate the trajectories and write them to :meth:`data_path` (atomically), split by
-        trajectory into ``train`` and ``test``: t2 fields D, E, SE, SD (symmetric) and A, t1 field
-        ``coeffs`` (Ψ's harmonic coefficients), t0 field ``mass``, all with dims [time]; per
-        trajectory ζ (``zeta``); every generator parameter as attributes."""
+    def data_name(self, cfg: Config) -> str:
         d, data = cfg.settings.d, cfg.data
-        path = self.data_path(cfg)
-        print(f"kinetic: generating {data.n_trajectories} trajectories (d = {d}) into {path}",
-              file=sys.stderr, flush=True)
-        arrays, attrs = generate_dataset(d, **data.generator_parameters())
+        snapshots = (data.n_pieces - data.n_transient_pieces) * data.n_snapshots_per_piece
+        return f"homogeneous_d{d}_{data.n_trajectories}x{snapshots}_train{data.n_train}_seed{data.seed}"
+
+    def make_data(self, cfg: Config, path: Path, progress: bool) -> None:
+        """Generate the trajectories and write them to ``path``, split by trajectory into
+        ``train`` and ``test``: t2 fields D, E, SE, SD (symmetric) and A, t1 field ``coeffs``
+        (Ψ's harmonic coefficients), t0 field ``mass``, all with dims [time]; per trajectory ζ
+        (``zeta``); every generator parameter as attributes."""
+        d, data = cfg.settings.d, cfg.data
+        log.info("kinetic: %d trajectories (d = %d)", data.n_trajectories, d)
+        arrays, attrs = generate_dataset(d, **data.generator_parameters(), progress=progress)
         time = arrays["t"][0]
         if not np.array_equal(arrays["t"], np.broadcast_to(time, arrays["t"].shape)):
             raise DataError(f"{path}: the trajectories do not share one time grid")
@@ -150,29 +147,20 @@ class Kinetic(DomainBase):
         bounds = {"train": slice(0, data.n_train), "test": slice(data.n_train, None)}
         splits = {split: {**{name: arrays[name][rows] for name in fields}, "zeta": arrays["zeta"][rows]}
                   for split, rows in bounds.items()}
-        return write_dataset(
+        write_dataset(
             path, name=f"homogeneous rod orientation dynamics, d = {d}", splits=splits, orders=fields,
             dims={name: ["time"] for name in fields}, symmetric=FIELDS, sample_scalars=["zeta"],
             dimensions={"time": time},
             scalars={"d_rotation": attrs["d_rotation"], "piece_duration": attrs["piece_duration"]},
             attrs={"domain": "kinetic", "n_train": data.n_train, **attrs})
 
-    def _ensure_data(self, cfg: Config, regenerate: bool) -> Path:
-        """:meth:`data_path`, generated first if it is missing or if ``regenerate``."""
-        path = self.data_path(cfg)
-        if regenerate or not path.exists():
-            if cfg.data.path and not regenerate:
-                raise DataError(f"{path}: data.path does not exist; remove data.path to generate the "
-                                "default data set, or set data.regenerate=true to generate it there")
-            self.make_data(cfg)
-        return path
-
     def snapshots(self, path: Path, split: str, d: int) -> dict[str, torch.Tensor]:
         """D, E, SE, SD of every snapshot of ``split`` ('train' or 'test') of the file ``path``:
         (N·T, d, d) float64."""
         meta = read_meta(path)
         wrong = [name for name in FIELDS
-                 if name not in meta.fields or meta.fields[name].order != 2 or meta.fields[name].shape[-1] != d]
+                 if name not in meta.fields or meta.fields[name].order != 2
+                 or meta.fields[name].shape[-1] != d]
         if wrong:
             raise DataError(f"{path}: the kinetic domain (d = {d}) needs t2 fields {list(FIELDS)} of shape "
                             f"(N, T, {d}, {d}); wrong or missing: {wrong}")
@@ -180,9 +168,8 @@ class Kinetic(DomainBase):
         return {name: value.to(torch.float64).reshape(-1, d, d) for name, value in arrays.items()}
 
     def build_data(self, cfg: Config) -> DataSplits:
-        """train: the snapshots of the training trajectories; val = test: those of the others.
-        Generates the file when it is missing or ``data.regenerate`` is set."""
-        path, d = self._ensure_data(cfg, cfg.data.regenerate), cfg.settings.d
+        """train: the snapshots of the training trajectories; val = test: those of the others."""
+        path, d = self.data_file(cfg), cfg.settings.d
         test = InMemoryDataset(self.snapshots(path, "test", d))
         return DataSplits(InMemoryDataset(self.snapshots(path, "train", d)), test, test, meta=read_meta(path))
 
@@ -202,9 +189,8 @@ class Kinetic(DomainBase):
         return model
 
     def build_objective(self, cfg: Config) -> ClosureObjective:
-        """The closure loss scaled by the training split's mean squares (the file of
-        :meth:`build_data`, generated if missing; ``data.regenerate`` acts in build_data only)."""
-        path = self._ensure_data(cfg, regenerate=False)
+        """The closure loss scaled by the training split's mean squares."""
+        path = self.data_file(cfg)
         return ClosureObjective(closure_term_scales(self.snapshots(path, "train", cfg.settings.d)))
 
     # --- evaluation ----------------------------------------------------------------------
@@ -218,12 +204,14 @@ class Kinetic(DomainBase):
         test trajectories; test_{SE,SD}_learned_over_bingham: their ratios."""
         closures = {"learned": model, **self.analytic_closures(cfg)}
         errors = {label: closure_errors(closure, data.test.tensors) for label, closure in closures.items()}
-        metrics = {f"test_{term}_{label}": value for label, terms in errors.items() for term, value in terms.items()}
+        metrics = {f"test_{term}_{label}": value
+                   for label, terms in errors.items() for term, value in terms.items()}
         for term in ("SE", "SD"):
             metrics[f"test_{term}_learned_over_bingham"] = errors["learned"][term] / errors["bingham"][term]
         return metrics
 
-    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
+                evaluation: Evaluation | None = None) -> dict[str, Figure]:
         """parity: closure against true components of S:E and S:D on at most ``eval.n_samples``
         test snapshots, for the learned and the analytic closures."""
         closures = {f"learned ({cfg.model.name})": model, **self.analytic_closures(cfg)}

@@ -1,4 +1,5 @@
-"""Random piecewise-constant linear flows for the homogeneous kinetic data (sciml_anchors §B.3.4).
+"""Random piecewise-constant linear flows for the homogeneous kinetic data (the a-priori closure
+test, after Maddu, Weady & Shelley 2024).
 
 A linear flow u(x) = A x has the velocity gradient A = E + W, with E = (A + Aᵀ)/2 the rate of
 strain and W = (A − Aᵀ)/2 the rotation. Each piece draws, independently:
@@ -44,7 +45,8 @@ def random_linear_flows(n_pieces: int, d: int, rng: np.random.Generator, strain_
         rotation[:, 1, 0], rotation[:, 0, 1] = omega, -omega
     else:
         axis = rng.standard_normal((n_pieces, 3))
-        omega = axis / np.linalg.norm(axis, axis=1, keepdims=True) * rng.uniform(0.0, rotation_max, n_pieces)[:, None]
+        omega = (axis / np.linalg.norm(axis, axis=1, keepdims=True)
+                 * rng.uniform(0.0, rotation_max, n_pieces)[:, None])
         rotation[:, 2, 1], rotation[:, 1, 2] = omega[:, 0], -omega[:, 0]
         rotation[:, 0, 2], rotation[:, 2, 0] = omega[:, 1], -omega[:, 1]
         rotation[:, 1, 0], rotation[:, 0, 1] = omega[:, 2], -omega[:, 2]

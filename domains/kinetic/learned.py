@@ -75,7 +75,8 @@ def _check_options(use_strain: object, strain_scale: object) -> tuple[bool, floa
 
 def _check_like(name: str, value: object, D: torch.Tensor, shape: tuple[int, ...]) -> None:
     if not isinstance(value, torch.Tensor) or value.dtype != D.dtype or tuple(value.shape) != shape:
-        got = type(value).__name__ if not isinstance(value, torch.Tensor) else f"{value.dtype} {tuple(value.shape)}"
+        got = (type(value).__name__ if not isinstance(value, torch.Tensor)
+               else f"{value.dtype} {tuple(value.shape)}")
         raise ValueError(f"{name} must be a tensor of D's dtype {D.dtype} and shape {shape}, got {got}")
 
 
@@ -212,7 +213,8 @@ class LearnedClosure2D(StrainClosure):
         features = torch.stack([2 * m2[..., 0] - 1, strain[..., 0], strain[..., 1]], -1)
         mirrored = features * torch.tensor([1.0, 1.0, -1.0], dtype=features.dtype, device=features.device)
         out, out_mirrored = (self.net(x.to(dtype)).to(m2.dtype) for x in (features, mirrored))
-        return m2 * 0.5 * torch.stack([out[..., 0] + out_mirrored[..., 0], out[..., 1] - out_mirrored[..., 1]], -1)
+        return m2 * 0.5 * torch.stack([out[..., 0] + out_mirrored[..., 0],
+                                       out[..., 1] - out_mirrored[..., 1]], -1)
 
     def _fourth_moment(self, D: torch.Tensor, c: torch.Tensor, E: torch.Tensor | None = None) -> torch.Tensor:
         self._needs_strain(E)
@@ -221,7 +223,8 @@ class LearnedClosure2D(StrainClosure):
         strain = None
         if self.use_strain:
             e = torch.stack([0.5 * (E[..., 0, 0] - E[..., 1, 1]), 0.5 * (E[..., 0, 1] + E[..., 1, 0])], -1)
-            strain = _complex_product(e, unit * torch.tensor([1.0, -1.0], dtype=unit.dtype, device=unit.device))
+            strain = _complex_product(e, unit * torch.tensor([1.0, -1.0], dtype=unit.dtype,
+                                                             device=unit.device))
         return _rebuild_2d(D, c, unit, self._harmonics(2 * norm / c, strain))
 
 
@@ -291,8 +294,8 @@ class LearnedClosure3D(StrainClosure):
             self.products, self.gates = nn.ModuleList(), nn.ModuleList()
             features = irreps_in
             for _ in range(depth):
-                gate = e3nn_nn.Gate(f"{hidden}x0e", [torch.nn.functional.silu], f"{2 * gated}x0e", [torch.sigmoid],
-                                    f"{gated}x2e + {gated}x4e")
+                gate = e3nn_nn.Gate(f"{hidden}x0e", [torch.nn.functional.silu], f"{2 * gated}x0e",
+                                    [torch.sigmoid], f"{gated}x2e + {gated}x4e")
                 self.products.append(o3.FullyConnectedTensorProduct(features, irreps_in, gate.irreps_in))
                 self.gates.append(gate)
                 features = gate.irreps_out

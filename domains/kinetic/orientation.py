@@ -1,6 +1,6 @@
 """Homogeneous orientation dynamics of apolar rods: a Galerkin solver in harmonics (data generation).
 
-Ψ(p, t) on the unit circle (d = 2) or sphere (d = 3) evolves by (sciml_anchors §B.3.1, no space)
+Ψ(p, t) on the unit circle (d = 2) or sphere (d = 3) evolves by (Maddu, Weady & Shelley 2024, without space)
 
     ∂Ψ/∂t = −∇_p·((I − pp)(A + 2ζD)p Ψ) + d_R Δ_p Ψ,   D = ∫ pp Ψ dp.
 
@@ -34,6 +34,7 @@ import h5py
 import numpy as np
 from numpy.polynomial import legendre
 from scipy.integrate import solve_ivp
+from tqdm import tqdm
 
 from flowsci_domains.kinetic.flows import random_linear_flows
 
@@ -65,7 +66,8 @@ def _check_basis(d: Any, n_modes: Any) -> tuple[int, int]:
     if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d not in (2, 3):
         raise ValueError(f"d must be 2 or 3, got {d!r}")
     if isinstance(n_modes, bool) or not isinstance(n_modes, (int, np.integer)) or n_modes < 4 or n_modes % 2:
-        raise ValueError(f"n_modes must be an even integer >= 4 (the fourth moment needs degree 4), got {n_modes!r}")
+        raise ValueError("n_modes must be an even integer >= 4 (the fourth moment needs degree 4), "
+                         f"got {n_modes!r}")
     return int(d), int(n_modes)
 
 
@@ -78,7 +80,7 @@ def harmonic_degrees(d: int, n_modes: int) -> np.ndarray:
     d, n_modes = _check_basis(d, n_modes)
     if d == 2:
         return np.array([0] + [m for m in range(2, n_modes + 1, 2) for _ in range(2)])
-    return np.array([l for l in range(0, n_modes + 1, 2) for _ in range(2 * l + 1)])
+    return np.array([degree for degree in range(0, n_modes + 1, 2) for _ in range(2 * degree + 1)])
 
 
 def _unit_vectors(p: Any) -> np.ndarray:
@@ -109,9 +111,10 @@ def harmonics(p: np.ndarray, n_modes: int) -> tuple[np.ndarray, np.ndarray]:
             power_gradient = np.stack([slope, 1j * slope] + [np.zeros_like(w)] * (d - 2), axis=-1)
             if d == 2:
                 norm, polar, polar_slope = math.sqrt((2 if m else 1) / (2 * math.pi)), 1.0, 0.0
-            else:  # Y_lm ∝ P_l^(m)(z)·Re/Im (x + iy)^m, P_l^(m) the m-th derivative of the Legendre polynomial
+            else:  # Y_lm ∝ P_l^(m)(z)·Re/Im (x + iy)^m, P_l^(m) the m-th derivative of P_l
                 series = legendre.legder(np.eye(degree + 1)[degree], m)
-                polar, polar_slope = legendre.legval(p[..., 2], series), legendre.legval(p[..., 2], legendre.legder(series))
+                polar = legendre.legval(p[..., 2], series)
+                polar_slope = legendre.legval(p[..., 2], legendre.legder(series))
                 norm = math.sqrt((2 * degree + 1) * (2 if m else 1) / (4 * math.pi)
                                  * math.factorial(degree - m) / math.factorial(degree + m))
             for part in (np.real, np.imag) if m else (np.real,):
@@ -135,7 +138,8 @@ def sphere_quadrature(d: int, n_modes: int) -> tuple[np.ndarray, np.ndarray]:
         return np.stack([np.cos(phi), np.sin(phi)], axis=-1), np.full(n_phi, 2 * math.pi / n_phi)
     z, z_weights = legendre.leggauss(n_modes + 4)
     ring = np.sqrt(1.0 - z**2)[:, None]
-    nodes = np.stack([ring * np.cos(phi), ring * np.sin(phi), np.broadcast_to(z[:, None], (len(z), n_phi))], axis=-1)
+    nodes = np.stack([ring * np.cos(phi), ring * np.sin(phi), np.broadcast_to(z[:, None], (len(z), n_phi))],
+                     axis=-1)
     return nodes.reshape(-1, 3), (z_weights[:, None] * np.full(n_phi, 2 * math.pi / n_phi)).ravel()
 
 
@@ -155,7 +159,8 @@ def _operators(d: int, n_modes: int) -> _Operators:
     nodes, weights = sphere_quadrature(d, n_modes)
     values, gradients = harmonics(nodes, n_modes)
     n = values.shape[1]
-    drift = np.einsum("q,qak,ql,qb->klab", weights, gradients, nodes, values, optimize=True).reshape(d * d, n * n)
+    drift = np.einsum("q,qak,ql,qb->klab", weights, gradients, nodes, values,
+                      optimize=True).reshape(d * d, n * n)
     degrees = harmonic_degrees(d, n_modes)
     decay = degrees**2 if d == 2 else degrees * (degrees + 1)
     second = np.einsum("q,qi,qj,qb->ijb", weights, nodes, nodes, values, optimize=True)
@@ -174,7 +179,8 @@ class OrientationSolver:
     Coefficients ĉ have shape (..., n_basis).
     """
 
-    def __init__(self, d: int, n_modes: int | None = None, d_rotation: float = 0.25, zeta: float = 0.0) -> None:
+    def __init__(self, d: int, n_modes: int | None = None, d_rotation: float = 0.25,
+                 zeta: float = 0.0) -> None:
         if isinstance(d, bool) or not isinstance(d, (int, np.integer)) or d not in (2, 3):
             raise ValueError(f"d must be 2 or 3, got {d!r}")
         self.d, self.n_modes = _check_basis(d, DEFAULT_MODES[int(d)] if n_modes is None else n_modes)
@@ -264,7 +270,7 @@ class OrientationSolver:
         local_times = np.linspace(0.0, duration, n_snap + 1)
         times, states = [], []
         for index, A in enumerate(flows):
-            solution = solve_ivp(lambda _t, y: self.rhs(y, A), (0.0, duration), state, method="DOP853",
+            solution = solve_ivp(lambda _t, y, A=A: self.rhs(y, A), (0.0, duration), state, method="DOP853",
                                  t_eval=local_times, rtol=RTOL, atol=ATOL)
             if not solution.success:
                 raise RuntimeError(f"orientation solver failed on flow piece {index}: {solution.message}")
@@ -280,17 +286,20 @@ class OrientationSolver:
                 "mass": self.mass(coeffs), "coeffs": coeffs}
 
 
-def generate_dataset(d: int, n_trajectories: int, seed: int, *, n_modes: int | None = None, n_pieces: int = 24,
-                     n_transient_pieces: int = 4, n_snapshots_per_piece: int = 5, piece_duration: float = 0.5,
-                     d_rotation: float = 0.25, zeta_max: float = 1.2, strain_max: float = 2.0,
-                     rotation_max: float = 1.0) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Closure data as in sciml_anchors §B.3.4: per trajectory ζ ~ U(0, zeta_max), a random initial
-    Ψ and ``n_pieces`` random flows of ``piece_duration``; the first ``n_transient_pieces`` are dropped.
+def generate_dataset(d: int, n_trajectories: int, seed: int, *, n_modes: int | None = None,
+                     n_pieces: int = 24, n_transient_pieces: int = 4, n_snapshots_per_piece: int = 5,
+                     piece_duration: float = 0.5, d_rotation: float = 0.25, zeta_max: float = 1.2,
+                     strain_max: float = 2.0, rotation_max: float = 1.0, progress: bool = False
+                     ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Closure data for the a-priori test (after Maddu, Weady & Shelley 2024): per trajectory
+    ζ ~ U(0, zeta_max), a random initial Ψ and ``n_pieces`` random flows of ``piece_duration``;
+    the first ``n_transient_pieces`` are dropped.
 
     Trajectory i uses the generator seeded by (seed, i), so it does not depend on n_trajectories.
     Returns (arrays, attrs): the :meth:`OrientationSolver.trajectory` arrays stacked to
     (n_trajectories, T, ...) with T = (n_pieces − n_transient_pieces)·n_snapshots_per_piece, plus
-    zeta (n_trajectories,); attrs holds every parameter (for :func:`write_hdf5`).
+    zeta (n_trajectories,); attrs holds every parameter (for :func:`write_hdf5`). ``progress``:
+    a progress bar over the trajectories.
     """
     n_trajectories = _check_int("n_trajectories", n_trajectories, 1)
     seed = _check_int("seed", seed, 0)
@@ -302,7 +311,8 @@ def generate_dataset(d: int, n_trajectories: int, seed: int, *, n_modes: int | N
     reference = OrientationSolver(d, n_modes, d_rotation)
     kept = n_transient_pieces * n_snapshots_per_piece
     trajectories, zetas = [], []
-    for index in range(n_trajectories):
+    for index in tqdm(range(n_trajectories), desc=f"kinetic data (d = {reference.d})", unit="trajectory",
+                      disable=not progress, leave=False):
         rng = np.random.default_rng([seed, index])
         zeta = rng.uniform(0.0, zeta_max)
         solver = OrientationSolver(reference.d, reference.n_modes, reference.d_rotation, zeta)
@@ -323,7 +333,8 @@ def generate_dataset(d: int, n_trajectories: int, seed: int, *, n_modes: int | N
 _ATTR_TYPES = (bool, int, float, str, np.integer, np.floating, np.bool_)
 
 
-def write_hdf5(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray], attrs: Mapping[str, Any]) -> Path:
+def write_hdf5(path: str | os.PathLike[str], arrays: Mapping[str, np.ndarray],
+               attrs: Mapping[str, Any]) -> Path:
     """Write ``arrays`` as root datasets and ``attrs`` (bool/int/float/str) as root attributes.
 
     Atomic: the file is written to a temporary file in the same folder, then renamed over ``path``.
@@ -356,5 +367,6 @@ def read_hdf5(path: str | os.PathLike[str]) -> tuple[dict[str, np.ndarray], dict
     """Read a file written by :func:`write_hdf5`: (arrays, attrs) with plain Python attr values."""
     with h5py.File(path, "r") as file:
         arrays = {name: item[()] for name, item in file.items() if isinstance(item, h5py.Dataset)}
-        attrs = {key: value.item() if isinstance(value, np.generic) else value for key, value in file.attrs.items()}
+        attrs = {key: value.item() if isinstance(value, np.generic) else value
+                 for key, value in file.attrs.items()}
     return arrays, attrs

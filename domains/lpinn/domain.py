@@ -12,16 +12,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from flowsci.config import Config, DataConfig, EvalConfig
-from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
+from flowsci.data import DataSplits, InMemoryDataset, load_split, read_meta, write_dataset
 from flowsci.data.schema import BoundaryCondition
-from flowsci.plugins import DomainBase, build_model, model_parameters
+from flowsci.plugins import DomainBase, Evaluation, build_model
+from flowsci.registry import model_parameters
 from flowsci_domains.lpinn.evaluation import error_metrics, predict_eulerian
 from flowsci_domains.lpinn.figures import characteristics_figure, solution_figure
 from flowsci_domains.lpinn.objective import PINNLoss, PINNObjectiveConfig
@@ -75,22 +76,26 @@ class LPINN(DomainBase):
 
     # --- data ----------------------------------------------------------------------------
 
-    def data_path(self, cfg: Config) -> Path:
-        """The reference solution's file (it does not depend on data.seed: nothing is random)."""
-        if cfg.data.path:
-            return Path(cfg.data.path)
+    def data_settings(self, cfg: Config) -> dict[str, Any]:
+        """The problem and the evaluation grid of the reference solution (not data.seed:
+        nothing is random)."""
+        e = cfg.eval
+        return {"problem": dataclasses.asdict(cfg.settings.problem), "n_x": e.n_x, "n_t": e.n_t,
+                "n_modes": e.n_modes}
+
+    def data_name(self, cfg: Config) -> str:
         p, e = cfg.settings.problem, cfg.eval
         params = {"convection": f"beta{p.beta:g}", "convection_diffusion": f"beta{p.beta:g}_nu{p.nu:g}",
                   "burgers": f"C{p.offset:g}_nu{p.nu:g}_modes{e.n_modes}"}[p.equation]
-        return default_data_dir() / "lpinn" / f"{p.equation}_{params}_T{p.t_end:g}_x{e.n_x}_t{e.n_t}_v1.h5"
+        return f"{p.equation}_{params}_T{p.t_end:g}_x{e.n_x}_t{e.n_t}"
 
-    def make_data(self, cfg: Config) -> Path:
-        """Solve the reference problem on the evaluation grid and write it to HDF5."""
+    def make_data(self, cfg: Config, path: Path, progress: bool) -> None:
+        """Solve the reference problem on the evaluation grid and write it to ``path``."""
         p, e = cfg.settings.problem, cfg.eval
         x, t = grid(e.n_x, e.n_t, p.t_end)
         u = reference_solution(p, e.n_x, e.n_t, n_modes=e.n_modes)
-        return write_dataset(
-            self.data_path(cfg), name=f"lpinn reference: {p.describe()}",
+        write_dataset(
+            path, name=f"lpinn reference: {p.describe()}",
             splits={"reference": {"u": u[None].astype(np.float64)}}, orders={"u": 0}, dims={"u": ["x", "t"]},
             dimensions={"x": x, "t": t}, n_spatial_dims=1, grid_type="cartesian",
             boundary_conditions={"x_periodic": BoundaryCondition("periodic", ("x",))},
@@ -99,9 +104,7 @@ class LPINN(DomainBase):
 
     def build_data(self, cfg: Config) -> DataSplits:
         """train: the collocation grid (one full batch); val = test: the reference solution."""
-        path = self.data_path(cfg)
-        if cfg.data.regenerate or not path.exists():
-            self.make_data(cfg)
+        path = self.data_file(cfg)
         s = cfg.settings
         x, t = grid(s.n_x, s.n_t, s.t_end)
         xx, tt = np.meshgrid(x, t, indexing="ij")
@@ -143,14 +146,20 @@ class LPINN(DomainBase):
         predicted = predict_eulerian(model, coords["x"], coords["t"], cfg.eval.label_refinement)
         return coords["x"], coords["t"], predicted, data.test.tensors["u"][0].numpy()
 
-    def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, float]:
-        _, _, predicted, reference = self._prediction(model, data, cfg)
-        return error_metrics(predicted["u"], reference, cfg.settings.problem.offset)
+    def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> Evaluation:
+        """Errors of the prediction on the reference grid (kept for :meth:`figures`)."""
+        prediction = self._prediction(model, data, cfg)
+        _, _, predicted, reference = prediction
+        return Evaluation(error_metrics(predicted["u"], reference, cfg.settings.problem.offset),
+                          {"prediction": prediction})
 
-    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
-        x, t, predicted, reference = self._prediction(model, data, cfg)
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
+                evaluation: Evaluation | None = None) -> dict[str, Figure]:
+        x, t, predicted, reference = (evaluation.artifacts["prediction"] if evaluation is not None
+                                      else self._prediction(model, data, cfg))
         title = f"{cfg.model.name}: {cfg.settings.problem.describe()}"
         figures = {"solution": solution_figure(x, t, predicted["u"], reference, title)}
         if "x_labels" in predicted:
-            figures["characteristics"] = characteristics_figure(predicted["labels"], t, predicted["x_labels"], title)
+            figures["characteristics"] = characteristics_figure(predicted["labels"], t, predicted["x_labels"],
+                                                                title)
         return figures

@@ -16,7 +16,8 @@ def solution_figure(grid_x: np.ndarray, grid_t: np.ndarray, predicted: np.ndarra
     extent = (grid_t[0], grid_t[-1], grid_x[0], PERIOD)
     low, high = reference.min(), reference.max()
     for ax, field, name in ((axes[0], reference, "reference"), (axes[1], predicted, "prediction")):
-        image = ax.imshow(field, origin="lower", aspect="auto", extent=extent, cmap="RdBu_r", vmin=low, vmax=high)
+        image = ax.imshow(field, origin="lower", aspect="auto", extent=extent, cmap="RdBu_r", vmin=low,
+                          vmax=high)
         ax.set(title=name, xlabel="t", ylabel="x")
         fig.colorbar(image, ax=ax)
     error = np.abs(predicted - reference)

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from flowsci.config import Config, DataConfig, EvalConfig
-from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
+from flowsci.data import DataSplits, InMemoryDataset, load_split, read_meta, write_dataset
 from flowsci.flow_matching import FlowMatchingConfig
-from flowsci.plugins import build_model
+from flowsci.plugins import Evaluation, build_model
 from flowsci.population import population_wasserstein
 from flowsci.space_domain import SpaceDomainBase
 from flowsci.spaces import PopulationSpace
@@ -42,7 +43,8 @@ class CloudSettings:
     noise: float = 0.05              # N(0, noise^2) added to every point
 
     def __post_init__(self) -> None:
-        if not self.letters or not set(self.letters) <= set(ALPHABET) or len(set(self.letters)) != len(self.letters):
+        if (not self.letters or not set(self.letters) <= set(ALPHABET)
+                or len(set(self.letters)) != len(self.letters)):
             raise ValueError(f"letters must be distinct capitals A-Z, got {self.letters!r}")
         if self.n_points < 2:
             raise ValueError(f"n_points must be >= 2, got {self.n_points}")
@@ -78,14 +80,16 @@ class LetterClouds(SpaceDomainBase):
     def space(self, cfg: Config) -> PopulationSpace:
         return PopulationSpace(cfg.settings.n_points, 2)
 
-    def data_path(self, cfg: Config) -> Path:
-        if cfg.data.path:
-            return Path(cfg.data.path)
-        s, d = cfg.settings, cfg.data
-        return (default_data_dir() / "letter_clouds"
-                / f"{s.letters}_n{s.n_points}_{d.n_train}-{d.n_val}-{d.n_test}_seed{d.seed}_v1.h5")
+    def data_settings(self, cfg: Config) -> dict[str, Any]:
+        """The split sizes and seed, and the letters, cloud size and noise."""
+        return {**super().data_settings(cfg), **dataclasses.asdict(cfg.settings)}
 
-    def make_data(self, cfg: Config) -> Path:
+    def data_name(self, cfg: Config) -> str:
+        s, d = cfg.settings, cfg.data
+        return f"{s.letters}_n{s.n_points}_{d.n_train}-{d.n_val}-{d.n_test}_seed{d.seed}"
+
+    def make_data(self, cfg: Config, path: Path, progress: bool) -> None:
+        """Sample ``n_*`` noisy clouds per letter and split, labelled by the letter's index."""
         s, d = cfg.settings, cfg.data
         rng = np.random.default_rng(d.seed)
         splits = {}
@@ -93,27 +97,28 @@ class LetterClouds(SpaceDomainBase):
             clouds, labels = [], []
             for k, letter in enumerate(s.letters):
                 for _ in range(n):
-                    clouds.append(sample_inside(letter, s.n_points, rng) + s.noise * rng.standard_normal((s.n_points, 2)))
+                    clouds.append(sample_inside(letter, s.n_points, rng)
+                                  + s.noise * rng.standard_normal((s.n_points, 2)))
                     labels.append(k)
             splits[split] = {"x1": np.stack(clouds).astype(np.float32), "y": np.array(labels, np.int64)}
-        return write_dataset(self.data_path(cfg), name=f"letter clouds {s.letters}", splits=splits,
-                             orders={"x1": 1}, dims={"x1": ["point"]}, sample_scalars=["y"],
-                             attrs={"domain": "letter_clouds", "letters": s.letters, "seed": d.seed})
+        write_dataset(path, name=f"letter clouds {s.letters}", splits=splits,
+                      orders={"x1": 1}, dims={"x1": ["point"]}, sample_scalars=["y"],
+                      attrs={"domain": "letter_clouds", "letters": s.letters, "seed": d.seed})
 
     def build_data(self, cfg: Config) -> DataSplits:
-        path = self.data_path(cfg)
-        if cfg.data.regenerate or not path.exists():
-            self.make_data(cfg)
+        path = self.data_file(cfg)
         n_letters = len(cfg.settings.letters)
 
         def split(name: str) -> InMemoryDataset:
             arrays = load_split(path, name)
             return InMemoryDataset({"x1": arrays["x1"].float(),
-                                    "cond": torch.nn.functional.one_hot(arrays["y"].long(), n_letters).float()})
+                                    "cond": torch.nn.functional.one_hot(
+                                        arrays["y"].long(), n_letters).float()})
         return DataSplits(split("train"), split("val"), split("test"), meta=read_meta(path))
 
     def build_model(self, cfg: Config) -> torch.nn.Module:
-        return build_model(cfg.model.name, {"dim": 2, "cond_dim": len(cfg.settings.letters), **cfg.model.params})
+        return build_model(cfg.model.name,
+                           {"dim": 2, "cond_dim": len(cfg.settings.letters), **cfg.model.params})
 
     # --- evaluation ----------------------------------------------------------------------
 
@@ -152,7 +157,8 @@ class LetterClouds(SpaceDomainBase):
         metrics["w2_ceiling"] = self.letter_w2(noise, val_y, test["x1"], test_y)
         return metrics
 
-    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
+                evaluation: Evaluation | None = None) -> dict[str, Figure]:
         clouds, labels, _ = self.generate(model, cfg, seed=cfg.seed)
         letters = cfg.settings.letters
         fig = Figure(figsize=(2 * len(letters), 4.2))

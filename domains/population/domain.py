@@ -22,17 +22,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from matplotlib.figure import Figure
 
 from flowsci.config import Config, DataConfig, EvalConfig
-from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
+from flowsci.data import DataSplits, InMemoryDataset, load_split, read_meta, write_dataset
 from flowsci.flow_matching import Sampler
 from flowsci.meta_flow_matching import MetaFlowMatching, MetaFlowMatchingConfig
-from flowsci.plugins import DomainBase, build_model
+from flowsci.plugins import DomainBase, Evaluation, build_model
 from flowsci_domains.population.evaluation import SPLIT_LABELS, evaluate_split, population_scores, predict
 from flowsci_domains.population.figures import populations_figure
 from flowsci_domains.population.letters import make_letters, split_letters
@@ -63,12 +63,12 @@ class PopulationSettings:
             raise ValueError(f"dataset must be one of {', '.join(DATASETS)}, got {self.dataset!r}")
         letters = set(self.val_letters + self.test_letters)
         if not letters <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ") or set(self.val_letters) & set(self.test_letters):
-            raise ValueError(f"val_letters {self.val_letters!r} and test_letters {self.test_letters!r} must be "
-                             "disjoint sets of capital letters A-Z")
+            raise ValueError(f"val_letters {self.val_letters!r} and test_letters {self.test_letters!r} "
+                             "must be disjoint sets of capital letters A-Z")
         bad = [p for p in self.held_out_patients if not 0 <= p < self.n_patients]
         if bad or len(self.held_out_patients) >= self.n_patients:
-            raise ValueError(f"held_out_patients {self.held_out_patients} must be ids in [0, {self.n_patients}) "
-                             "that leave at least one training patient")
+            raise ValueError(f"held_out_patients {self.held_out_patients} must be ids in "
+                             f"[0, {self.n_patients}) that leave at least one training patient")
         if not 0 <= self.held_out_replicate < self.n_replicates or self.n_replicates < 2:
             raise ValueError(f"held_out_replicate {self.held_out_replicate} must be in [0, n_replicates="
                              f"{self.n_replicates}) and n_replicates >= 2")
@@ -95,25 +95,32 @@ class Population(DomainBase):
 
     # --- data ----------------------------------------------------------------------------
 
-    def data_path(self, cfg: Config) -> Path:
-        if cfg.data.path:
-            return Path(cfg.data.path)
-        s, seed = cfg.settings, cfg.data.seed
+    def data_settings(self, cfg: Config) -> dict[str, Any]:
+        """The seed and the chosen data set's generator settings."""
+        s = cfg.settings
+        keys = (("val_letters", "test_letters", "n_rotations") if s.dataset == "letters" else
+                ("n_patients", "n_replicates", "n_treatments", "dim", "held_out_patients",
+                 "held_out_replicate"))
+        return {**super().data_settings(cfg), "dataset": s.dataset, **{k: getattr(s, k) for k in keys}}
+
+    def data_name(self, cfg: Config) -> str:
+        s = cfg.settings
         if s.dataset == "letters":
             tag = f"letters_val{s.val_letters}_test{s.test_letters}_r{s.n_rotations}"
         else:
             held = "-".join(map(str, s.held_out_patients))
             tag = (f"patients_p{s.n_patients}_r{s.n_replicates}_t{s.n_treatments}_d{s.dim}"
                    f"_held{held}_rep{s.held_out_replicate}")
-        return default_data_dir() / "population" / f"{tag}_seed{seed}_v1.h5"
+        return f"{tag}_seed{cfg.data.seed}"
 
-    def make_data(self, cfg: Config) -> Path:
+    def make_data(self, cfg: Config, path: Path, progress: bool) -> None:
         """Generate the populations, pad every split to one size and write the HDF5 file."""
         s, seed = cfg.settings, cfg.data.seed
         if s.dataset == "letters":
             train_letters, _ = split_letters(s.val_letters + s.test_letters)
             parts = {name: make_letters(letters, s.n_rotations, seed + offset)
-                     for offset, (name, letters) in enumerate((("train", train_letters), ("val", s.val_letters),
+                     for offset, (name, letters) in enumerate((("train", train_letters),
+                                                                ("val", s.val_letters),
                                                                 ("test", s.test_letters)))}
             groups = {name: [_letter_fields(r) for r in records] for name, records in parts.items()}
         else:
@@ -122,21 +129,20 @@ class Population(DomainBase):
             index = split_patients(records, held_out_patients=tuple(s.held_out_patients),
                                    held_out_replicate=s.held_out_replicate)
             names = {"train": "train", "val": "test_replicates", "test": "test_patients"}
-            groups = {split: [_patient_fields(records[i]) for i in index[key]] for split, key in names.items()}
+            groups = {split: [_patient_fields(records[i]) for i in index[key]]
+                      for split, key in names.items()}
         _assign_population_ids(groups)
         n_max = max(len(r[key]) for rows in groups.values() for r in rows for key in ("x0", "x1"))
         splits = {name: _pad_split(rows, n_max) for name, rows in groups.items()}
         scalars = [k for k in splits["train"] if splits["train"][k].ndim == 1]
-        return write_dataset(
-            self.data_path(cfg), name=f"population {s.dataset}", splits=splits,
+        write_dataset(
+            path, name=f"population {s.dataset}", splits=splits,
             orders={"x0": 1, "x1": 1}, dims={"x0": ["point"], "x1": ["point"]}, sample_scalars=scalars,
             attrs={"domain": "population", "dataset": s.dataset, "seed": seed,
                    "settings": dataclasses.asdict(s)})
 
     def build_data(self, cfg: Config) -> DataSplits:
-        path = self.data_path(cfg)
-        if cfg.data.regenerate or not path.exists():
-            self.make_data(cfg)
+        path = self.data_file(cfg)
         return DataSplits(*(InMemoryDataset(self._batch_fields(load_split(path, split), cfg))
                             for split in ("train", "val", "test")), meta=read_meta(path))
 
@@ -203,7 +209,8 @@ class Population(DomainBase):
                 metrics[f"{label}_w2_nfe{nfe}"] = population_scores(predicted, batch)["w2"]
         return metrics
 
-    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
+                evaluation: Evaluation | None = None) -> dict[str, Figure]:
         sampler, labels = self.sampler(cfg), SPLIT_LABELS[cfg.settings.dataset]
         generator = torch.Generator().manual_seed(cfg.seed)
         figures = {}

@@ -26,7 +26,8 @@ def populations_figure(batch: dict[str, torch.Tensor], predicted: torch.Tensor, 
         if truth.shape[1] > 2:
             mean, basis = principal_plane(truth)
             source, truth, guess = ((z - mean) @ basis for z in (source, truth, guess))
-        panels = ((source, "source", "tab:gray"), (guess, "predicted", "tab:blue"), (truth, "true", "tab:orange"))
+        panels = ((source, "source", "tab:gray"), (guess, "predicted", "tab:blue"),
+                  (truth, "true", "tab:orange"))
         everything = torch.cat([source, guess, truth])
         low, high = everything.min(0).values, everything.max(0).values
         centre, half = (low + high) / 2, float((high - low).max()) / 2 * 1.05

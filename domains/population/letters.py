@@ -121,7 +121,8 @@ def make_letters(letters: str, n_rotations: int, seed: int, points_per_unit_area
     if not (isinstance(n_rotations, (int, np.integer)) and n_rotations >= 1):
         raise ValueError(f"n_rotations must be an integer >= 1, got {n_rotations!r}")
     if not 1 <= min_points <= max_points:
-        raise ValueError(f"need 1 <= min_points <= max_points, got min_points={min_points}, max_points={max_points}")
+        raise ValueError(f"need 1 <= min_points <= max_points, got min_points={min_points}, "
+                         f"max_points={max_points}")
     for name, value in [("points_per_unit_area", points_per_unit_area), ("noise", noise),
                         ("source_noise", source_noise), ("distortion", distortion)]:
         if not value >= 0:

@@ -8,7 +8,8 @@ Generative model (K cell types, d dimensions, u = (1/K, ..., 1/K)):
     control cell    k ~ Cat(pi),  x = mu_k + delta_p + sigma_k * z,  z ~ N(0, I_d)
     treatment t     Delta_{t,k} ~ N(0, I_d),  w_t ~ N(0, I_K),  a_{t,k} ~ N(0, 0.5^2),  c_{t,k} ~ N(0, 1.5^2)
     response gain   g_t(pi) = tanh(4 w_t . (pi - u))                  (takes both signs over pi)
-    survival        s_{t,k}(pi) = sigmoid(a_{t,k} + c_{t,k} g_t(pi)),   pi'_k = pi_k s_{t,k} / sum_j pi_j s_{t,j}
+    survival        s_{t,k}(pi) = sigmoid(a_{t,k} + c_{t,k} g_t(pi)),
+                    pi'_k = pi_k s_{t,k} / sum_j pi_j s_{t,j}
     treated cell    k ~ Cat(pi'),  y = mu_k + delta_p + sigma_k * z + g_t(pi) Delta_{t,k} + 0.2 eps
 
 so a treatment's effect (cell-type-specific moves and a change of composition) depends on the
@@ -40,7 +41,8 @@ def _check_int(name: str, value: object, low: int) -> None:
 
 def _cells(rng: np.random.Generator, n: int, weights: np.ndarray, means: np.ndarray,
            stds: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """n cells of the Gaussian mixture (weights (K,), means (K, d), stds (K, d)) -> (cells (n, d), types (n,))."""
+    """n cells of the Gaussian mixture (weights (K,), means (K, d), stds (K, d))
+    -> (cells (n, d), types (n,))."""
     types = rng.choice(len(weights), size=n, p=weights)
     return means[types] + stds[types] * rng.standard_normal((n, means.shape[1])), types
 
@@ -79,8 +81,8 @@ def make_patients(n_patients: int = 12, n_replicates: int = 3, n_treatments: int
                 rng = np.random.default_rng([seed, 4, p, r, t])
                 g = np.tanh(GAIN * treatment["w"] @ (pi - 1.0 / n_types))
                 survived = pi / (1.0 + np.exp(-(treatment["a"] + treatment["c"] * g)))
-                x1, types = _cells(rng, int(rng.integers(min_cells, max_cells + 1)), survived / survived.sum(),
-                                   shifted, stds)
+                x1, types = _cells(rng, int(rng.integers(min_cells, max_cells + 1)),
+                                   survived / survived.sum(), shifted, stds)
                 x1 += g * treatment["delta"][types] + RESPONSE_NOISE * rng.standard_normal(x1.shape)
                 records.append({"patient": p, "replicate": r, "treatment": t, "x0": x0.astype(np.float32),
                                 "x1": x1.astype(np.float32), "composition": pi.astype(np.float32)})

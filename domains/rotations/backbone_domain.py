@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from flowsci.config import Config, DataConfig, EvalConfig
 from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
 from flowsci.errors import ConfigError
 from flowsci.flow_matching import FlowMatchingConfig
-from flowsci.plugins import build_model
+from flowsci.plugins import Evaluation, build_model
 from flowsci.space_domain import SpaceDomainBase
 from flowsci.spaces.se3 import SE3N
 from flowsci_domains.rotations.backbone_figures import backbones_figure, distance_histograms_figure
@@ -95,13 +96,20 @@ class Backbones(SpaceDomainBase):
     def space(cfg: Config) -> SE3N:
         return SE3N(cfg.settings.length, rotation=cfg.settings.rotation, center_of_mass=True)
 
-    def data_path(self, cfg: Config) -> Path:
-        if cfg.data.path:
-            return Path(cfg.data.path)
+    def data_settings(self, cfg: Config) -> dict[str, Any]:
+        """The split and seed, the structure source and the windows (``data.pairs`` is a
+        separate store)."""
+        settings, s = super().data_settings(cfg), cfg.settings
+        del settings["pairs"]
+        settings.update(source=s.source, length=s.length, stride=s.stride)
+        if s.source == "synthetic":
+            settings["n_synthetic"] = s.n_synthetic
+        return settings
+
+    def data_name(self, cfg: Config) -> str:
         s, d = cfg.settings, cfg.data
         source = s.source if s.source in ("mdanalysis", "synthetic") else Path(s.source).name
-        return (default_data_dir() / "backbones"
-                / f"{source}_L{s.length}_stride{s.stride}_val{d.n_val}_test{d.n_test}_seed{d.seed}.h5")
+        return f"{source}_L{s.length}_stride{s.stride}_val{d.n_val}_test{d.n_test}_seed{d.seed}"
 
     def structures(self, cfg: Config) -> list[tuple[str, np.ndarray]]:
         """(name, N/CA/C coordinates (L, 3, 3) in Å) of every usable backbone segment."""
@@ -122,7 +130,7 @@ class Backbones(SpaceDomainBase):
         segments = read_backbones(folder, min_length=s.length, max_length=1_000_000)
         return [(b.name, b.coords) for b in segments]
 
-    def make_data(self, cfg: Config) -> Path:
+    def make_data(self, cfg: Config, path: Path, progress: bool) -> None:
         """Split the structures by protein, cut windows, convert them to frames, write HDF5."""
         s, d = cfg.settings, cfg.data
         structures = self.structures(cfg)
@@ -145,23 +153,23 @@ class Backbones(SpaceDomainBase):
             translations = (translations - translations.mean(-2, keepdim=True)) * NM_PER_ANGSTROM
             splits[split] = {"translations": translations.float(), "rotations": rotations.float()}
             names[split] = labels
-        return write_dataset(
-            self.data_path(cfg), name=f"protein backbone windows ({s.source})", splits=splits,
-            orders={"translations": 1, "rotations": 2}, dims={"translations": ["residue"], "rotations": ["residue"]},
+        write_dataset(
+            path, name=f"protein backbone windows ({s.source})", splits=splits,
+            orders={"translations": 1, "rotations": 2},
+            dims={"translations": ["residue"], "rotations": ["residue"]},
             attrs={"domain": "backbones", "source": s.source, "length": s.length, "stride": s.stride,
                    "translation_unit": "nm (CA, centred)", "windows": names, "seed": d.seed})
 
     def build_data(self, cfg: Config) -> DataSplits:
-        path = self.data_path(cfg)
-        if cfg.data.regenerate or not path.exists():
-            self.make_data(cfg)
+        path = self.data_file(cfg)
         space = self.space(cfg)
 
         def points(split: str) -> torch.Tensor:
             fields = load_split(path, split, ["translations", "rotations"])
             return space.proj(space.from_frames(fields["translations"], fields["rotations"]))
 
-        train = load_split(cfg.data.pairs, "train", ["x0", "x1"]) if cfg.data.pairs else {"x1": points("train")}
+        train = (load_split(cfg.data.pairs, "train", ["x0", "x1"]) if cfg.data.pairs
+                 else {"x1": points("train")})
         return DataSplits(train=InMemoryDataset(train), val=InMemoryDataset({"x1": points("val")}),
                           test=InMemoryDataset({"x1": points("test")}), meta=read_meta(path))
 
@@ -182,7 +190,8 @@ class Backbones(SpaceDomainBase):
             keep = torch.empty(len(x1), dtype=torch.bool)
             for i, ca in enumerate(self.ca_angstrom(x1, cfg)):
                 report = backbone_report(ca[None])
-                keep[i] = report["ca_ca_valid_fraction"] >= cfg.eval.reflow_min_valid and report["clash_rate"] == 0
+                keep[i] = (report["ca_ca_valid_fraction"] >= cfg.eval.reflow_min_valid
+                           and report["clash_rate"] == 0)
             return keep
         return accept
 
@@ -202,20 +211,23 @@ class Backbones(SpaceDomainBase):
         metrics = {f"{k}": v for k, v in backbone_report(ca).items() if k != "n_structures"}
         metrics.update({f"{k}_test": v for k, v in backbone_report(reference).items() if k != "n_structures"})
         for gap in (2, 3):
-            metrics[f"w1_ca_i{gap}"] = wasserstein_distance(_gap_distances(ca, gap), _gap_distances(reference, gap))
+            metrics[f"w1_ca_i{gap}"] = wasserstein_distance(_gap_distances(ca, gap),
+                                                            _gap_distances(reference, gap))
         metrics["off_manifold"] = float(self.space(cfg).constraint_violation(generated).max())
         for steps in cfg.eval.timing_steps:
             _, seconds = self.generate(model, cfg, cfg.eval.timing_samples, steps=steps, seed=2)
             metrics[f"seconds_per_structure_steps{steps}"] = seconds / cfg.eval.timing_samples
         return metrics
 
-    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
+                evaluation: Evaluation | None = None) -> dict[str, Figure]:
         generated, _ = self.generate(model, cfg, cfg.eval.n_samples)
         ca, reference = self.ca_angstrom(generated, cfg), self.ca_angstrom(data.test.tensors["x1"], cfg)
         return {"backbones": backbones_figure(ca[:4], reference[:4]),
                 "distances": distance_histograms_figure(ca, reference)}
 
-    def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int) -> dict[str, torch.Tensor]:
+    def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int
+               ) -> dict[str, torch.Tensor]:
         x, _ = self.generate(model, cfg, n)
         return {"x1": x, "ca_angstrom": self.ca_angstrom(x, cfg)}
 

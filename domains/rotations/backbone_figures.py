@@ -30,7 +30,8 @@ def distance_histograms_figure(generated: torch.Tensor, reference: torch.Tensor)
     for ax, gap, bounds in zip(axes, (1, 2, 3), ((2.5, 5.0), (4.0, 7.5), (4.0, 11.0))):
         for ca, label, colour in ((generated, "generated", "tab:blue"), (reference, "test", "tab:orange")):
             d = (ca[:, gap:] - ca[:, :-gap]).norm(dim=-1).flatten().numpy()
-            ax.hist(np.clip(d, *bounds), bins=60, range=bounds, density=True, histtype="step", color=colour, label=label)
+            ax.hist(np.clip(d, *bounds), bins=60, range=bounds, density=True, histtype="step", color=colour,
+                    label=label)
         ax.set_xlabel(f"CA(i)-CA(i+{gap}) (Å)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()

@@ -45,7 +45,8 @@ def _clash_pairs(ca: torch.Tensor, threshold: float, min_separation: int) -> tup
     """Boolean (..., L, L) of clashing pairs with j - i >= min_separation, and the pair count."""
     _check_ca(ca, min_length=1)
     if threshold <= 0 or min_separation < 1:
-        raise ValueError(f"threshold must be > 0 Å and min_separation >= 1, got {threshold}, {min_separation}")
+        raise ValueError("threshold must be > 0 Å and min_separation >= 1, "
+                         f"got {threshold}, {min_separation}")
     length = ca.shape[-2]
     index = torch.arange(length, device=ca.device)
     far = (index[None, :] - index[:, None]) >= min_separation
@@ -97,6 +98,7 @@ def backbone_report(ca: torch.Tensor | Sequence[torch.Tensor], tolerance: float 
                      float(has_clash(x, threshold, min_separation)), radius_of_gyration(x).item()])
     table = torch.tensor(rows, dtype=torch.float64)
     mean = table.mean(0)
-    return {"n_structures": float(len(rows)), "ca_ca_deviation": mean[0].item(), "ca_ca_valid_fraction": mean[1].item(),
+    return {"n_structures": float(len(rows)), "ca_ca_deviation": mean[0].item(),
+            "ca_ca_valid_fraction": mean[1].item(),
             "clash_fraction": mean[2].item(), "clash_rate": mean[3].item(), "rg_mean": mean[4].item(),
             "rg_std": table[:, 4].std(correction=0).item()}

@@ -19,17 +19,17 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from matplotlib.figure import Figure
 
 from flowsci.config import Config, DataConfig, EvalConfig
-from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
+from flowsci.data import DataSplits, InMemoryDataset, load_split, read_meta, write_dataset
 from flowsci.flow_matching import FlowMatchingConfig
 from flowsci.likelihood import log_likelihood
 from flowsci.metrics import geodesic_wasserstein
-from flowsci.plugins import build_model
+from flowsci.plugins import Evaluation, build_model
 from flowsci.space_domain import SpaceDomainBase
 from flowsci.spaces.rotations import matrix_to_quaternion, quat_to_matrix
 from flowsci.spaces.so3 import SO3Matrix, SO3Quaternion
@@ -96,36 +96,41 @@ class Rotations(SpaceDomainBase):
     def space(cfg: Config) -> SO3Matrix | SO3Quaternion:
         return SO3Quaternion() if cfg.settings.chart == "quaternion" else SO3Matrix()
 
-    def data_path(self, cfg: Config) -> Path:
-        if cfg.data.path:
-            return Path(cfg.data.path)
-        s, d = cfg.settings, cfg.data
-        return (default_data_dir() / "rotations" / f"mixture{s.n_components}_s{s.sigma_min}-{s.sigma_max}"
-                f"_m{s.mixture_seed}_n{d.n_train}-{d.n_val}-{d.n_test}_seed{d.seed}.h5")
+    def data_settings(self, cfg: Config) -> dict[str, Any]:
+        """The split sizes and seed, and the mixture (``data.pairs`` is a separate store)."""
+        settings, s = super().data_settings(cfg), cfg.settings
+        del settings["pairs"]
+        return {**settings, "n_components": s.n_components, "sigma_min": s.sigma_min,
+                "sigma_max": s.sigma_max, "mixture_seed": s.mixture_seed}
 
-    def make_data(self, cfg: Config) -> Path:
+    def data_name(self, cfg: Config) -> str:
+        s, d = cfg.settings, cfg.data
+        return (f"mixture{s.n_components}_s{s.sigma_min}-{s.sigma_max}_m{s.mixture_seed}"
+                f"_n{d.n_train}-{d.n_val}-{d.n_test}_seed{d.seed}")
+
+    def make_data(self, cfg: Config, path: Path, progress: bool) -> None:
         """Sample the splits from the mixture; rotations are stored as float32 matrices."""
         d, mixture = cfg.data, self.mixture(cfg)
         g = torch.Generator().manual_seed(d.seed)
         splits = {name: {"x1": mixture.sample(n, g).float()}
                   for name, n in (("train", d.n_train), ("val", d.n_val), ("test", d.n_test))}
-        return write_dataset(
-            self.data_path(cfg), name="SO(3) mixture of IGSO(3) blobs", splits=splits,
+        write_dataset(
+            path, name="SO(3) mixture of IGSO(3) blobs", splits=splits,
             orders={"x1": 2}, dims={"x1": []},
             attrs={"domain": "rotations", "seed": d.seed, "mixture_seed": cfg.settings.mixture_seed,
                    "means": mixture.means.tolist(), "sigmas": mixture.sigmas, "weights": mixture.weights})
 
     def build_data(self, cfg: Config) -> DataSplits:
-        path = self.data_path(cfg)
-        if cfg.data.regenerate or not path.exists():
-            self.make_data(cfg)
+        path = self.data_file(cfg)
         if cfg.data.pairs:
             train = load_split(cfg.data.pairs, "train", ["x0", "x1"])
         else:
             train = {k: self.to_chart(v, cfg) for k, v in load_split(path, "train", ["x1"]).items()}
         return DataSplits(train=InMemoryDataset(train),
-                          val=InMemoryDataset({"x1": self.to_chart(load_split(path, "val", ["x1"])["x1"], cfg)}),
-                          test=InMemoryDataset({"x1": self.to_chart(load_split(path, "test", ["x1"])["x1"], cfg)}),
+                          val=InMemoryDataset(
+                              {"x1": self.to_chart(load_split(path, "val", ["x1"])["x1"], cfg)}),
+                          test=InMemoryDataset(
+                              {"x1": self.to_chart(load_split(path, "test", ["x1"])["x1"], cfg)}),
                           meta=read_meta(path))
 
     @staticmethod
@@ -160,13 +165,15 @@ class Rotations(SpaceDomainBase):
 
     def base_draws(self, cfg: Config) -> list[torch.Tensor]:
         """``eval.repeats`` fixed Haar draws of ``eval.n_samples`` rotations (seeded by the run's seed)."""
-        return [self.source(cfg).sample(cfg.eval.n_samples, generator=torch.Generator().manual_seed(cfg.seed + 1 + r))
+        return [self.source(cfg).sample(cfg.eval.n_samples,
+                                        generator=torch.Generator().manual_seed(cfg.seed + 1 + r))
                 for r in range(cfg.eval.repeats)]
 
     def w2(self, samples: list[torch.Tensor], references: list[torch.Tensor], cfg: Config, p: int = 2
            ) -> tuple[float, float]:
         """Mean and standard deviation over the draws of the geodesic W_p of samples[r] vs references[r]."""
-        values = torch.tensor([geodesic_wasserstein(self.space(cfg), x, ref, p=p) for x, ref in zip(samples, references)])
+        values = torch.tensor([geodesic_wasserstein(self.space(cfg), x, ref, p=p)
+                               for x, ref in zip(samples, references)])
         return float(values.mean()), float(values.std()) if len(values) > 1 else 0.0
 
     def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, float]:
@@ -198,7 +205,8 @@ class Rotations(SpaceDomainBase):
                                 steps=cfg.eval.likelihood_steps, space=space)
         return float(-result.log_p.mean())
 
-    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
+                evaluation: Evaluation | None = None) -> dict[str, Figure]:
         sampler, tests, x0s = self.sampler(cfg), self.references(data, cfg), self.base_draws(cfg)
         curve = {}
         for steps in sorted(set(cfg.eval.steps)):
@@ -210,7 +218,8 @@ class Rotations(SpaceDomainBase):
                 "euler_angles": euler_histograms_figure(generated, self.to_matrix(tests[0], cfg)),
                 "nfe_curve": nfe_figure({f"{_name(cfg.sample.solver)}": curve}, floor=floor)}
 
-    def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int) -> dict[str, torch.Tensor]:
+    def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int
+               ) -> dict[str, torch.Tensor]:
         x0 = self.source(cfg).sample(n)
         return {"x0": x0, "x1": self.sampler(cfg).sample(model, x0).x}
 

@@ -32,7 +32,8 @@ def frames_from_backbone(coords: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     """coords (..., L, 3, 3) atoms N, CA, C -> translations (..., L, 3) = CA and
     rotations (..., L, 3, 3) with columns e1, e2, e3 (proper: Rᵀ R = I, det R = +1)."""
     if coords.dim() < 3 or coords.shape[-2:] != (3, 3):
-        raise ValueError(f"coords must have shape (..., L, 3, 3) for atoms N, CA, C, got {tuple(coords.shape)}")
+        raise ValueError("coords must have shape (..., L, 3, 3) for atoms N, CA, C, "
+                         f"got {tuple(coords.shape)}")
     n, ca, c = coords.unbind(-2)
     e1 = _normalise(c - ca)
     u2 = n - ca
@@ -46,8 +47,8 @@ def backbone_from_frames(translations: torch.Tensor, rotations: torch.Tensor) ->
     -> (..., L, 3, 3) with CA = translation, N = t + R n_local, C = t + R c_local."""
     shapes_match = translations.shape[:-1] == rotations.shape[:-2]
     if translations.shape[-1:] != (3,) or rotations.shape[-2:] != (3, 3) or not shapes_match:
-        raise ValueError("translations must be (..., L, 3) and rotations (..., L, 3, 3) with the same leading dims, "
-                         f"got {tuple(translations.shape)} and {tuple(rotations.shape)}")
+        raise ValueError("translations must be (..., L, 3) and rotations (..., L, 3, 3) with the same "
+                         f"leading dims, got {tuple(translations.shape)} and {tuple(rotations.shape)}")
     local = translations.new_tensor([IDEAL_N_LOCAL, IDEAL_C_LOCAL])
     n, c = (translations + torch.einsum("...ij,j->...i", rotations, p) for p in local)
     return torch.stack([n, translations, c], dim=-2)

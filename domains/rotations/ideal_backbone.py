@@ -22,14 +22,16 @@ TORSIONS = {"helix": (-57.0, -47.0), "strand": (-120.0, 130.0)}
 KINDS = ("helix", "strand", "mixed")
 
 
-def place_atom(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float, torsion: float) -> np.ndarray:
+def place_atom(a: np.ndarray, b: np.ndarray, c: np.ndarray, bond: float, angle: float,
+               torsion: float) -> np.ndarray:
     """NeRF: the atom D with |CD| = bond, angle B-C-D = angle and dihedral A-B-C-D = torsion
     (degrees; IUPAC sign convention). a, b, c: (3,) -> (3,)."""
     theta, phi = np.radians(angle), np.radians(torsion)
     bc = (c - b) / np.linalg.norm(c - b)
     normal = np.cross(b - a, bc)
     normal /= np.linalg.norm(normal)
-    local = np.array([-bond * np.cos(theta), bond * np.sin(theta) * np.cos(phi), bond * np.sin(theta) * np.sin(phi)])
+    local = np.array([-bond * np.cos(theta), bond * np.sin(theta) * np.cos(phi),
+                      bond * np.sin(theta) * np.sin(phi)])
     basis = np.stack([bc, np.cross(normal, bc), normal], axis=-1)
     return c + basis @ local
 

@@ -19,7 +19,8 @@ from flowsci.spaces.so3 import SO3Matrix
 class SO3Mixture:
     """sum_k w_k IGSO3(mean_k, sigma_k) on SO(3); samples are rotation matrices (n, 3, 3)."""
 
-    def __init__(self, n_components: int = 7, sigma_min: float = 0.15, sigma_max: float = 0.35, seed: int = 0):
+    def __init__(self, n_components: int = 7, sigma_min: float = 0.15, sigma_max: float = 0.35,
+                 seed: int = 0):
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
         if not 0 < sigma_min <= sigma_max:
@@ -47,5 +48,6 @@ class SO3Mixture:
     def log_prob(self, rotations: torch.Tensor) -> torch.Tensor:
         """(n,) log density w.r.t. the Riemannian volume of SO(3) (Haar has log density -log 8 pi^2)."""
         r = rotations.double()
-        terms = [math.log(w) + c.log_prob(r, mean=m) for w, c, m in zip(self.weights, self.components, self.means)]
+        terms = [math.log(w) + c.log_prob(r, mean=m)
+                 for w, c, m in zip(self.weights, self.components, self.means)]
         return torch.logsumexp(torch.stack(terms), dim=0)

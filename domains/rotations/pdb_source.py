@@ -47,7 +47,7 @@ class Backbone:
                              f"got {self.coords.shape} and {len(self.sequence)} residues")
 
 
-def _extract(sdist_path: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
+def extract_dssp_structures(sdist_path: str | os.PathLike, dest: str | os.PathLike) -> list[Path]:
     """Copy the structures of the DSSP folder of an MDAnalysisTests sdist flat into dest.
 
     Only regular-file members ``<top>/MDAnalysisTests/data/dssp/<PDB id><chain>.pdb.gz`` are read
@@ -60,8 +60,10 @@ def _extract(sdist_path: str | os.PathLike, dest: str | os.PathLike) -> list[Pat
     with tarfile.open(sdist_path, "r:gz") as archive:
         for member in archive:
             parts = member.name.split("/")
-            safe = member.isfile() and not member.name.startswith("/") and ".." not in parts and "" not in parts
-            if not (safe and len(parts) == 5 and tuple(parts[1:4]) == DSSP_FOLDER and STRUCTURE_NAME.match(parts[4])):
+            safe = (member.isfile() and not member.name.startswith("/") and ".." not in parts
+                    and "" not in parts)
+            if not (safe and len(parts) == 5 and tuple(parts[1:4]) == DSSP_FOLDER
+                    and STRUCTURE_NAME.match(parts[4])):
                 continue
             source = archive.extractfile(member)
             with source, open(dest / parts[4], "wb") as target:
@@ -112,16 +114,18 @@ def fetch_mdanalysis_dssp(dest_dir: str | os.PathLike, version: str = "2.11.0",
     with tempfile.TemporaryDirectory(dir=dest.parent, prefix=f".{dest.name}-") as work:
         download = Path(work, "sdist")
         result = subprocess.run([*command, "download", "--no-deps", "--no-binary", ":all:",
-                                 f"{PACKAGE}=={version}", "-d", str(download)], capture_output=True, text=True)
+                                 f"{PACKAGE}=={version}", "-d", str(download)],
+                                capture_output=True, text=True)
         if result.returncode != 0:
-            raise RuntimeError(f"pip could not download {PACKAGE}=={version} (exit {result.returncode}; offline?):\n"
-                               f"{result.stderr[-2000:]}")
-        sdists = [p for p in download.glob("*.tar.gz") if p.name.lower() == f"{PACKAGE.lower()}-{version}.tar.gz"]
+            raise RuntimeError(f"pip could not download {PACKAGE}=={version} (exit {result.returncode}; "
+                               f"offline?):\n{result.stderr[-2000:]}")
+        sdists = [p for p in download.glob("*.tar.gz")
+                  if p.name.lower() == f"{PACKAGE.lower()}-{version}.tar.gz"]
         if len(sdists) != 1:
-            raise RuntimeError(f"pip download left {sorted(p.name for p in download.iterdir())} in {download}, "
-                               f"expected {PACKAGE.lower()}-{version}.tar.gz")
+            raise RuntimeError(f"pip download left {sorted(p.name for p in download.iterdir())} in "
+                               f"{download}, expected {PACKAGE.lower()}-{version}.tar.gz")
         staging = Path(work, "dssp")
-        files = _extract(sdists[0], staging)
+        files = extract_dssp_structures(sdists[0], staging)
         (staging / "SOURCE.txt").write_text(_source_note(version, files))
         try:
             staging.replace(dest)
@@ -174,7 +178,8 @@ def _segments(path: Path, break_distance: float) -> list[tuple[str, list[gemmi.R
         current: list[gemmi.Residue] = []
         for residue in chain:
             info = gemmi.find_tabulated_residue(residue.name)
-            if info is None or not info.is_amino_acid() or any(not residue.find_atom(a, "*") for a in BACKBONE_ATOMS):
+            if info is None or not info.is_amino_acid() or any(not residue.find_atom(a, "*")
+                                                               for a in BACKBONE_ATOMS):
                 if current:
                     runs.append((chain.name, current))
                 current = []
@@ -214,7 +219,8 @@ def read_backbones(paths_or_dir: str | os.PathLike | Sequence[str | os.PathLike]
                 window = residues[start:start + max_length]
                 if len(window) < min_length:
                     continue
-                coords = np.array([[r[a][0].pos.tolist() for a in BACKBONE_ATOMS] for r in window], dtype=np.float32)
+                coords = np.array([[r[a][0].pos.tolist() for a in BACKBONE_ATOMS] for r in window],
+                                  dtype=np.float32)
                 name = f"{stem}:{chain}:{_residue_number(window[0])}-{_residue_number(window[-1])}"
                 backbones.append(Backbone(name, coords, "".join(_one_letter(r.name) for r in window)))
     if not backbones:

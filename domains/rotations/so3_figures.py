@@ -34,11 +34,13 @@ def euler_histograms_figure(generated: torch.Tensor, test: torch.Tensor, bins: i
     """Histograms of the intrinsic ZYZ Euler angles of generated and test rotations (N, 3, 3)."""
     fig = Figure(figsize=(12, 3.4))
     axes = fig.subplots(1, 3)
-    angles = [Rotation.from_matrix(r.detach().double().cpu().numpy()).as_euler("ZYZ") for r in (generated, test)]
+    angles = [Rotation.from_matrix(r.detach().double().cpu().numpy()).as_euler("ZYZ")
+              for r in (generated, test)]
     for k, (ax, name) in enumerate(zip(axes, ("alpha", "beta", "gamma"))):
         low, high = (0, np.pi) if k == 1 else (-np.pi, np.pi)
         for values, label, colour in zip(angles, ("generated", "test"), ("tab:blue", "tab:orange")):
-            ax.hist(values[:, k], bins=bins, range=(low, high), density=True, histtype="step", color=colour, label=label)
+            ax.hist(values[:, k], bins=bins, range=(low, high), density=True, histtype="step", color=colour,
+                    label=label)
         ax.set_xlabel(f"{name} (rad)")
     axes[0].legend(fontsize=8)
     fig.tight_layout()

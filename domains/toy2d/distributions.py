@@ -1,9 +1,9 @@
 """Samplers of the 2-D benchmark distributions, all (n, 2) float32 tensors.
 
 Conventions follow the common flow-matching benchmarks (torchcfm / FFJORD): the 8-Gaussian
-ring has radius 5 and per-axis standard deviation 0.1**0.25 (the covariance quirk that
-`flow_engines.md` §7.1 keeps for comparability); moons have noise 0.2 and are mapped by
-x -> 3x - 1; the checkerboard covers [-4, 4]^2 with 8 filled cells.
+ring has radius 5 and per-axis standard deviation 0.1**0.25 (the covariance quirk of torchcfm,
+Tong et al. 2024, kept for comparability); moons have noise 0.2 and are mapped by x -> 3x - 1;
+the checkerboard covers [-4, 4]^2 with 8 filled cells.
 """
 
 from __future__ import annotations

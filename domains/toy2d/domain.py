@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from matplotlib.figure import Figure
 
 from flowsci.config import Config, DataConfig, EvalConfig
-from flowsci.data import DataSplits, InMemoryDataset, default_data_dir, load_split, read_meta, write_dataset
+from flowsci.data import DataSplits, InMemoryDataset, load_split, read_meta, write_dataset
 from flowsci.errors import ConfigError
 from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
 from flowsci.likelihood import log_likelihood
 from flowsci.metrics import straightness, transport_cost, wasserstein
-from flowsci.plugins import DomainBase, build_model
+from flowsci.plugins import DomainBase, Evaluation, build_model
 from flowsci_domains.toy2d.distributions import DISTRIBUTIONS, LABELLED, LOG_PROBS, DistributionSource
 
 DistributionName = Literal["gaussian", "8gaussians", "moons", "checkerboard"]
@@ -79,14 +79,17 @@ class Toy2D(DomainBase):
 
     # --- data ----------------------------------------------------------------------------
 
-    def data_path(self, cfg: Config) -> Path:
-        if cfg.data.path:
-            return Path(cfg.data.path)
-        s, d = cfg.settings, cfg.data
-        return (default_data_dir() / "toy2d"
-                / f"{s.source}-to-{s.target}_n{d.n_train}-{d.n_val}-{d.n_test}_seed{d.seed}_v2.h5")
+    def data_settings(self, cfg: Config) -> dict[str, Any]:
+        """The split sizes and seed, and the two distributions (``data.pairs`` is a separate
+        store, not part of the file)."""
+        settings = super().data_settings(cfg)
+        del settings["pairs"]
+        return {**settings, "source": cfg.settings.source, "target": cfg.settings.target}
 
-    def make_data(self, cfg: Config) -> Path:
+    def data_name(self, cfg: Config) -> str:
+        return f"{cfg.settings.source}-to-{cfg.settings.target}"
+
+    def make_data(self, cfg: Config, path: Path, progress: bool) -> None:
         """Sample every split from the two distributions and write the HDF5 file."""
         s, d = cfg.settings, cfg.data
         g = torch.Generator().manual_seed(d.seed)
@@ -96,15 +99,13 @@ class Toy2D(DomainBase):
             x0 = source(n, g)
             x1, y = target(n, g)
             splits[name] = {"x0": x0, "x1": x1, "y": y}
-        return write_dataset(
-            self.data_path(cfg), name=f"toy2d {s.source} -> {s.target}", splits=splits,
+        write_dataset(
+            path, name=f"toy2d {s.source} -> {s.target}", splits=splits,
             orders={"x0": 1, "x1": 1}, dims={"x0": [], "x1": []}, sample_scalars=["y"],
             attrs={"domain": "toy2d", "source": s.source, "target": s.target, "seed": d.seed})
 
     def build_data(self, cfg: Config) -> DataSplits:
-        path = self.data_path(cfg)
-        if cfg.data.regenerate or not path.exists():
-            self.make_data(cfg)
+        path = self.data_file(cfg)
         # Training pairs fresh source samples with stored targets (independent coupling over an
         # infinite source), or the stored pairs of a reflow pair store; val/test keep their fixed
         # source samples for evaluation.
@@ -172,7 +173,8 @@ class Toy2D(DomainBase):
                                 solver="rk4", steps=cfg.eval.likelihood_steps)
         return float(-result.log_p.mean())
 
-    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
+                evaluation: Evaluation | None = None) -> dict[str, Figure]:
         x0, x1 = self._test_pairs(data, cfg.eval.n_samples)
         result = self.sampler(cfg).sample(model, x0, trajectory=True, **self.conditions(data, cfg, len(x0)))
         return {"samples": samples_figure(x0, result.x, x1, cfg),
@@ -182,7 +184,8 @@ class Toy2D(DomainBase):
         """The source distribution (t = 0)."""
         return DistributionSource(cfg.settings.source)
 
-    def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int) -> dict[str, torch.Tensor]:
+    def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int
+               ) -> dict[str, torch.Tensor]:
         x0 = self.source(cfg).sample(n)
         if not cfg.settings.conditional:
             return {"x0": x0, "x1": self.sampler(cfg).sample(model, x0).x}

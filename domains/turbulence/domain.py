@@ -18,8 +18,7 @@ Everything specific to the flow goes through a few methods that a subclass overr
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any, Literal
@@ -33,14 +32,14 @@ from flowsci.data import (
     BoundaryCondition,
     DataSplits,
     InMemoryDataset,
-    default_data_dir,
     load_split,
     read_meta,
     write_dataset,
 )
+from flowsci.data.lifecycle import LOADER_KEYS
 from flowsci.errors import ConfigError, DataError
 from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
-from flowsci.plugins import DomainBase, build_model
+from flowsci.plugins import DomainBase, Evaluation, build_model
 from flowsci_domains.turbulence import figures as plots
 from flowsci_domains.turbulence.ensemble_scores import crps, spread_skill_ratio
 from flowsci_domains.turbulence.generate import dns_seconds_per_time_unit, generate_kolmogorov
@@ -48,6 +47,8 @@ from flowsci_domains.turbulence.objectives import FlowOneStepObjective, OneStepO
 from flowsci_domains.turbulence.rollout import ensemble_rollout, flow_step, rollout, seconds_per_step
 from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, kinetic_energy
 from flowsci_domains.turbulence.surrogate import channel_statistics
+
+log = logging.getLogger(__name__)
 
 FIELD = "vorticity"
 AttrValue = int | float | str | bool
@@ -78,15 +79,18 @@ class TurbulenceData(DataConfig):
     def __post_init__(self) -> None:
         if self.n_val < 1 or self.n_test < 1 or self.n_val + self.n_test >= self.n_trajectories:
             raise ValueError(f"need n_val >= 1, n_test >= 1 and n_val + n_test < n_trajectories, got "
-                             f"n_val={self.n_val}, n_test={self.n_test}, n_trajectories={self.n_trajectories}")
+                             f"n_val={self.n_val}, n_test={self.n_test}, "
+                             f"n_trajectories={self.n_trajectories}")
         if self.n_snapshots < 2:
-            raise ValueError(f"n_snapshots must be >= 2 (pairs of consecutive snapshots), got {self.n_snapshots}")
+            raise ValueError("n_snapshots must be >= 2 (pairs of consecutive snapshots), "
+                             f"got {self.n_snapshots}")
         if self.n_les % 2 or self.n_dns % 2 or self.n_les > self.n_dns:
-            raise ValueError(f"n_les and n_dns must be even with n_les <= n_dns, got {self.n_les}, {self.n_dns}")
+            raise ValueError("n_les and n_dns must be even with n_les <= n_dns, "
+                             f"got {self.n_les}, {self.n_dns}")
 
     def generator_parameters(self) -> dict[str, Any]:
         """Everything that determines the generated file (its name hashes these)."""
-        skip = {"path", "regenerate", "num_workers", "n_val", "n_test"}
+        skip = {*LOADER_KEYS, "n_val", "n_test"}
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in skip}
 
 
@@ -146,67 +150,47 @@ class Turbulence(DomainBase):
     SampleSettings = TurbulenceSample
     EvalSettings = TurbulenceEval
 
-    def __init__(self) -> None:
-        self._statistics: dict[tuple[str, float], tuple[list[float], list[float]]] = {}
-        self._rollout_cache: tuple[Any, dict[str, torch.Tensor]] | None = None
-
     # --- data ----------------------------------------------------------------------------
 
-    def data_path(self, cfg: Config) -> Path:
-        if cfg.data.path:
-            return Path(cfg.data.path)
+    def data_name(self, cfg: Config) -> str:
         d = cfg.data
-        # the split is part of the file (make_data writes train / val / test), so it is hashed too
-        params = {**d.generator_parameters(), "n_val": d.n_val, "n_test": d.n_test}
-        digest = hashlib.sha1(json.dumps(params, sort_keys=True).encode()).hexdigest()[:8]
-        return (default_data_dir() / "turbulence" / f"{self.file_prefix}_{d.n_dns}to{d.n_les}_"
-                f"{d.n_trajectories}x{d.n_snapshots}_seed{d.seed}_{digest}.h5")
+        return f"{self.file_prefix}_{d.n_dns}to{d.n_les}_{d.n_trajectories}x{d.n_snapshots}_seed{d.seed}"
 
-    def make_data(self, cfg: Config, progress: bool | None = None) -> Path:
-        """Run the DNS, filter it and write every trajectory to one HDF5 file (split by
-        trajectory: train, val, test). ``progress``: a progress bar (default: when stderr is a
-        terminal)."""
+    def make_data(self, cfg: Config, path: Path, progress: bool) -> None:
+        """Run the DNS, filter it and write every trajectory to ``path`` (split by trajectory:
+        train, val, test)."""
         d = cfg.data
         power = "²" if self.n_dims == 2 else "³"
-        print(f"{self.name}: generating {d.n_trajectories} trajectories x {d.n_snapshots} snapshots "
-              f"({d.n_dns}{power} DNS -> {d.n_les}{power}) into {self.data_path(cfg)}", file=sys.stderr, flush=True)
-        fields, times, attrs = self.generate(cfg, sys.stderr.isatty() if progress is None else progress)
+        log.info("%s: %d trajectories x %d snapshots (%d%s DNS -> %d%s)", self.name, d.n_trajectories,
+                 d.n_snapshots, d.n_dns, power, d.n_les, power)
+        fields, times, attrs = self.generate(cfg, progress)
         n_train = d.n_trajectories - d.n_val - d.n_test
         bounds = {"train": (0, n_train), "val": (n_train, n_train + d.n_val),
                   "test": (n_train + d.n_val, d.n_trajectories)}
-        return self.write_data(cfg, {split: fields[a:b] for split, (a, b) in bounds.items()}, times, attrs)
+        self.write_data(cfg, path, {split: fields[a:b] for split, (a, b) in bounds.items()}, times, attrs)
 
-    def generate(self, cfg: Config, progress: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, AttrValue]]:
+    def generate(self, cfg: Config, progress: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, AttrValue]]:
         """The filtered DNS: fields (N, T, C, *S) float32, times (T,), generation attributes."""
         generated = generate_kolmogorov(**cfg.data.generator_parameters(), progress=progress)
         return generated.vorticity.unsqueeze(2), generated.times, generated.attrs
 
-    def write_data(self, cfg: Config, splits: dict[str, torch.Tensor], times: torch.Tensor,
-                   attrs: dict[str, AttrValue]) -> Path:
-        """Write ``splits`` {split: (N, T, C, *S)} to :meth:`data_path` in flowsci's data schema:
-        a t0 field ``vorticity`` with dims [time, x, y]."""
+    def write_data(self, cfg: Config, path: Path, splits: dict[str, torch.Tensor], times: torch.Tensor,
+                   attrs: dict[str, AttrValue]) -> None:
+        """Write ``splits`` {split: (N, T, C, *S)} to ``path`` in flowsci's data schema: a t0
+        field ``vorticity`` with dims [time, x, y]."""
         params = cfg.data.generator_parameters()
         n = cfg.data.n_les
         coords = np.arange(n) * (2 * np.pi / n)
         physics = ("nu", "drag", "forcing_amplitude", "forcing_wavenumber", "snapshot_dt")
-        return write_dataset(
-            self.data_path(cfg), name="filtered 2-D Kolmogorov turbulence",
+        write_dataset(
+            path, name="filtered 2-D Kolmogorov turbulence",
             splits={split: {FIELD: fields[:, :, 0]} for split, fields in splits.items()},
             orders={FIELD: 0}, dims={FIELD: ["time", "x", "y"]},
             dimensions={"time": times, "x": coords, "y": coords},
             boundary_conditions={"periodic": BoundaryCondition("periodic", ("x", "y"))},
             scalars={k: float(params[k]) for k in physics},
             attrs={"domain": "turbulence", **attrs}, n_spatial_dims=2, grid_type="cartesian")
-
-    def _ensure_data(self, cfg: Config) -> Path:
-        path = self.data_path(cfg)
-        if cfg.data.regenerate or not path.exists():
-            if cfg.data.path and not cfg.data.regenerate:
-                raise DataError(f"{path}: data.path does not exist; remove data.path to generate the "
-                                "default data set, or set data.regenerate=true to generate it there")
-            self.make_data(cfg)
-            self._statistics.clear()
-        return path
 
     def trajectories(self, path: Path, split: str) -> torch.Tensor:
         """The ``split``'s trajectories as (N, T, C, *spatial) float32 (C = 1: vorticity)."""
@@ -247,7 +231,7 @@ class Turbulence(DomainBase):
         """train: consecutive pairs {state, next} (P, C, *spatial) (plus ``future`` (P, K, C, *spatial),
         the next K snapshots, for pushforward training); val/test: whole trajectories
         {trajectory: (N, T, C, *spatial)} for rollouts."""
-        path = self._ensure_data(cfg)
+        path = self.data_file(cfg)
         train = self.trajectories(path, "train")
         k = cfg.objective.unroll
         if k >= train.shape[1]:
@@ -256,7 +240,8 @@ class Turbulence(DomainBase):
         starts = train.shape[1] - k  # windows u(t), u(t + Δ), ..., u(t + kΔ)
         pairs = {"state": train[:, :starts].flatten(0, 1), "next": train[:, 1:starts + 1].flatten(0, 1)}
         if k > 1:
-            pairs["future"] = torch.stack([train[:, j:starts + j] for j in range(1, k + 1)], dim=2).flatten(0, 1)
+            pairs["future"] = torch.stack([train[:, j:starts + j] for j in range(1, k + 1)],
+                                          dim=2).flatten(0, 1)
         return DataSplits(train=InMemoryDataset(pairs),
                           val=InMemoryDataset({"trajectory": self.trajectories(path, "val")}),
                           test=InMemoryDataset({"trajectory": self.trajectories(path, "test")}),
@@ -264,12 +249,7 @@ class Turbulence(DomainBase):
 
     def statistics(self, cfg: Config) -> tuple[list[float], list[float]]:
         """Per-channel mean and std of the training trajectories (all snapshots)."""
-        path = self._ensure_data(cfg)
-        key = (str(path.resolve()), path.stat().st_mtime)
-        if key not in self._statistics:
-            train = self.trajectories(path, "train")
-            self._statistics[key] = channel_statistics(train.flatten(0, 1))
-        return self._statistics[key]
+        return channel_statistics(self.trajectories(self.data_file(cfg), "train").flatten(0, 1))
 
     # --- model and objective -------------------------------------------------------------
 
@@ -300,15 +280,11 @@ class Turbulence(DomainBase):
         return model
 
     def rollouts(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, torch.Tensor]:
-        """Rollouts from the first snapshot of every test trajectory, cached for the same weights.
+        """Rollouts from the first snapshot of every test trajectory.
 
         Returns ``reference`` (N, T, C, *S) and ``rollout`` (M, N, rollout_steps + 1, C, *S)
         with M = 1 for deterministic surrogates and ``eval.members`` for flow matching.
         """
-        key = (id(model), _fingerprint(model), id(data.test), cfg.eval.rollout_steps, cfg.eval.members,
-               json.dumps(dataclasses.asdict(cfg.sample), sort_keys=True), cfg.objective.kind)
-        if self._rollout_cache is not None and self._rollout_cache[0] == key:
-            return self._rollout_cache[1]
         reference = data.test.tensors["trajectory"]
         u0 = reference[:, 0]
         generator = torch.Generator().manual_seed(cfg.seed)
@@ -317,11 +293,11 @@ class Turbulence(DomainBase):
             paths = ensemble_rollout(step, u0, cfg.eval.rollout_steps, cfg.eval.members)
         else:
             paths = rollout(step, u0, cfg.eval.rollout_steps).unsqueeze(0)
-        result = {"reference": reference, "rollout": paths}
-        self._rollout_cache = (key, result)
-        return result
+        return {"reference": reference, "rollout": paths}
 
-    def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, float]:
+    def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> Evaluation:
+        """One-step errors, rollout errors and statistics, and speed against the DNS; the
+        rollouts are kept for :meth:`figures`."""
         e = cfg.eval
         reference = data.test.tensors["trajectory"]
         pairs = reference.shape[0] * (reference.shape[1] - 1)
@@ -352,17 +328,19 @@ class Turbulence(DomainBase):
                                                                        truth.flatten(0, 1)).mean())
                 if self.is_flow(cfg):
                     metrics[f"rollout_crps_step{s}"] = float(crps(paths[:, :, s], reference[:, s]))
-                    metrics[f"rollout_spread_skill_step{s}"] = float(spread_skill_ratio(paths[:, :, s], reference[:, s]))
+                    metrics[f"rollout_spread_skill_step{s}"] = float(
+                        spread_skill_ratio(paths[:, :, s], reference[:, s]))
         metrics.update(rollout_statistics(paths[:, :, 1:], reference, self.k_max(cfg, data), self))
         metrics.update(self.speed(model, reference[:, 0], cfg, data))
-        return metrics
+        return Evaluation(metrics, {"rollouts": runs})
 
     @staticmethod
     def k_max(cfg: Config, data: DataSplits) -> int:
         n = data.test.tensors["trajectory"].shape[-1]
         return cfg.eval.k_max or n // 4
 
-    def speed(self, model: torch.nn.Module, u0: torch.Tensor, cfg: Config, data: DataSplits) -> dict[str, float]:
+    def speed(self, model: torch.nn.Module, u0: torch.Tensor, cfg: Config, data: DataSplits
+              ) -> dict[str, float]:
         """Wall-clock per trajectory of one surrogate step vs the DNS for the same physical time,
         one trajectory at a time and ``eval.timing_batch`` trajectories at once."""
         step = self.step_function(model, cfg)
@@ -375,8 +353,11 @@ class Turbulence(DomainBase):
                             f"speedup{suffix}": dns / surrogate})
         return metrics
 
-    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, Figure]:
-        runs = self.rollouts(model, data, cfg)
+    def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
+                evaluation: Evaluation | None = None) -> dict[str, Figure]:
+        """Snapshots, spectra and statistics of the rollouts (those of ``evaluation`` when given),
+        the ensemble's skill (flow matching) or the attention kernels (IFactFormer)."""
+        runs = evaluation.artifacts["rollouts"] if evaluation is not None else self.rollouts(model, data, cfg)
         paths, reference = runs["rollout"], runs["reference"]
         dt = float(data.meta.attrs.get("snapshot_dt", cfg.data.snapshot_dt))
         label = cfg.model.name + (" + flow matching" if self.is_flow(cfg) else "")
@@ -384,7 +365,8 @@ class Turbulence(DomainBase):
         figures = {
             self.view_name: plots.field_snapshots(self.view(reference[0]), self.view(paths[0, 0]), label,
                                                   self.view_label),
-            "spectrum": plots.spectra(reference, paths[:, :, 1:], self.k_max(cfg, data), label, self.spectrum),
+            "spectrum": plots.spectra(reference, paths[:, :, 1:], self.k_max(cfg, data), label,
+                                      self.spectrum),
             "statistics": plots.time_series(reference, paths, dt, label, statistics),
         }
         if self.is_flow(cfg):
@@ -394,12 +376,14 @@ class Turbulence(DomainBase):
             figures["attention_kernels"] = plots.attention_kernels(kernels, label)
         return figures
 
-    def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int) -> dict[str, torch.Tensor]:
+    def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int
+               ) -> dict[str, torch.Tensor]:
         """``n`` rollouts of ``eval.rollout_steps`` from test initial states (cycled)."""
         reference = data.test.tensors["trajectory"]
         u0 = reference[torch.arange(n) % reference.shape[0], 0]
         step = self.step_function(model, cfg, torch.Generator().manual_seed(cfg.seed))
-        return {"initial": u0, "rollout": rollout(step, u0, cfg.eval.rollout_steps, progress=sys.stderr.isatty())}
+        return {"initial": u0,
+                "rollout": rollout(step, u0, cfg.eval.rollout_steps, progress=sys.stderr.isatty())}
 
 
 def rollout_statistics(paths: torch.Tensor, reference: torch.Tensor, k_max: int,
@@ -431,10 +415,3 @@ def rollout_statistics(paths: torch.Tensor, reference: torch.Tensor, k_max: int,
 def _chunked(step, states: torch.Tensor, size: int = 64) -> torch.Tensor:
     """``step`` over ``states`` in chunks of ``size`` (bounded memory)."""
     return torch.cat([step(chunk) for chunk in states.split(size)])
-
-
-def _fingerprint(model: torch.nn.Module) -> tuple[float, ...]:
-    """A cheap summary of the current weights (changes whenever training moves them)."""
-    with torch.no_grad():
-        return tuple(float((torch.view_as_real(p) if p.is_complex() else p).double().sum())
-                     for p in model.parameters())

@@ -1,7 +1,8 @@
 """Factorized attention block of FactFormer / IFactFormer, chained (-o) and parallel (-m).
 
 FactFormer: Li, Shu & Barati Farimani, NeurIPS 2023 (arXiv 2305.17560); IFactFormer-m/-o:
-Yang, Wang & Wang, arXiv 2412.18840. Written from the equations of sciml_anchors.md §B.1.1.
+Yang, Wang & Wang, arXiv 2412.18840 (2024). Written from the equations of their factorized
+attention block.
 
 On a tensor-product grid u (B, n_1, ..., n_D, C) (D = 2 or 3, channels last) the block
 

@@ -32,7 +32,8 @@ def field_snapshots(reference: torch.Tensor, model: torch.Tensor, label: str, qu
             ax = axes[row, column]
             ax.set_xticks([]), ax.set_yticks([])
             if step >= fields.shape[0]:
-                ax.text(0.5, 0.5, "beyond the\nDNS trajectory", ha="center", va="center", transform=ax.transAxes)
+                ax.text(0.5, 0.5, "beyond the\nDNS trajectory", ha="center", va="center",
+                        transform=ax.transAxes)
                 continue
             image = ax.imshow(fields[step].T.numpy(), origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit)
             ax.set_title(f"{name}\nstep {step}", fontsize=8)
@@ -40,7 +41,8 @@ def field_snapshots(reference: torch.Tensor, model: torch.Tensor, label: str, qu
     return fig
 
 
-def spectra(reference: torch.Tensor, paths: torch.Tensor, k_max: int, label: str, spectrum: Spectrum) -> Figure:
+def spectra(reference: torch.Tensor, paths: torch.Tensor, k_max: int, label: str,
+            spectrum: Spectrum) -> Figure:
     """Time-averaged energy spectra E(k) of the filtered DNS and of the rollouts, and their
     ratio; ``spectrum`` maps fields (..., C, *S) to k (K,) and E (..., K)."""
     k, e_ref = spectrum(reference.flatten(0, 1).double())
@@ -76,13 +78,15 @@ def time_series(reference: torch.Tensor, paths: torch.Tensor, dt: float, label: 
         ax.plot(t_ref, ref.T, color="k", lw=0.8, alpha=0.6)
         ax.plot(t_model, model.T, color="C0", lw=0.8, alpha=0.6)
         ax.axhline(ref.mean(), color="k", ls=":", lw=0.8)
-        ax.plot([], [], color="k", label="filtered DNS"), ax.plot([], [], color="C0", label=f"{label} rollout")
+        ax.plot([], [], color="k", label="filtered DNS")
+        ax.plot([], [], color="C0", label=f"{label} rollout")
         ax.set_xlabel("time"), ax.set_title(name), ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
 
 
-def ensemble_skill(reference: torch.Tensor, paths: torch.Tensor, dt: float, label: str, quantity: str) -> Figure:
+def ensemble_skill(reference: torch.Tensor, paths: torch.Tensor, dt: float, label: str,
+                   quantity: str) -> Figure:
     """CRPS and spread-skill ratio of the ensemble rollouts against the DNS, per step, over all
     channels and points; ``quantity`` names the fields in the axis label."""
     steps = np.arange(1, min(reference.shape[1], paths.shape[2]))
@@ -94,7 +98,8 @@ def ensemble_skill(reference: torch.Tensor, paths: torch.Tensor, dt: float, labe
     ax.set_xlabel("time"), ax.set_ylabel(f"CRPS ({quantity})"), ax.set_title(f"{label}: CRPS")
     ratio_ax.plot(steps * dt, scores[:, 1], "C1-")
     ratio_ax.axhline(1, color="k", lw=0.8)
-    ratio_ax.set_xlabel("time"), ratio_ax.set_ylabel("spread / RMSE"), ratio_ax.set_title("spread-skill ratio")
+    ratio_ax.set_xlabel("time"), ratio_ax.set_ylabel("spread / RMSE")
+    ratio_ax.set_title("spread-skill ratio")
     fig.tight_layout()
     return fig
 

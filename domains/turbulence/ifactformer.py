@@ -1,6 +1,7 @@
 """Implicit factorized transformer (IFactFormer-m / -o): one attention block, weights shared.
 
-Yang, Wang & Wang, arXiv 2412.18840 (sciml_anchors.md §B.1.2). For u (B, C_in, *grid):
+Yang, Wang & Wang, arXiv 2412.18840 (2024), as in their code (huiyu-2002/IFactFormer-m).
+For u (B, C_in, *grid):
 
 1. lifting: pointwise Linear(C_in -> dim/2) -> GELU -> Linear(dim/2 -> dim, no bias);
 2. fixed Gaussian-Fourier features of the grid coordinates (scaled to the unit box),

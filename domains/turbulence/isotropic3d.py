@@ -196,7 +196,8 @@ class Isotropic3D:
         kx, ky, kz = ops.k
         ux, uy, uz = u_hat.unbind(-4)
         w_hat = 1j * torch.stack([ky * uz - kz * uy, kz * ux - kx * uz, kx * uy - ky * ux], dim=-4)
-        (u0, u1, u2), (w0, w1, w2) = (field.unbind(-4) for field in self.to_physical(torch.stack([u_hat, w_hat])))
+        (u0, u1, u2), (w0, w1, w2) = (field.unbind(-4)
+                                      for field in self.to_physical(torch.stack([u_hat, w_hat])))
         lamb = torch.stack([u1 * w2 - u2 * w1, u2 * w0 - u0 * w2, u0 * w1 - u1 * w0], dim=-4)
         tendency = self._project(torch.fft.rfftn(lamb, dim=(-3, -2, -1), norm="forward") * ops.mask, ops)
         if self.energy_injection_rate > 0:
@@ -216,7 +217,8 @@ class Isotropic3D:
             k = wavevectors(n)
             k2 = k.square().sum(dim=0)
             kept = (k.abs() <= self.kmax).all(dim=0)
-            forced_index = torch.nonzero(((k2 > 0) & (k2 <= self.forcing_wavenumber ** 2)).reshape(-1)).reshape(-1)
+            is_forced = (k2 > 0) & (k2 <= self.forcing_wavenumber ** 2)
+            forced_index = torch.nonzero(is_forced.reshape(-1)).reshape(-1)
             weight = _mode_multiplicity(n, torch.device("cpu"), torch.float64).expand(n, n, -1).reshape(-1)
 
             def put(t: torch.Tensor) -> torch.Tensor:

@@ -78,22 +78,24 @@ class IsotropicTurbulence(Turbulence):
     view_label = "u_x at z = 0"
     enstrophy_label = "enstrophy ½⟨|ω|²⟩"
 
-    def generate(self, cfg: Config, progress: bool) -> tuple[torch.Tensor, torch.Tensor, dict[str, AttrValue]]:
+    def generate(self, cfg: Config, progress: bool
+                 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, AttrValue]]:
         """The filtered DNS: velocity (N, T, 3, n, n, n) float32, times (T,), attributes."""
         generated = generate_isotropic3d(**cfg.data.generator_parameters(), progress=progress)
         return generated.velocity, generated.times, generated.attrs
 
-    def write_data(self, cfg: Config, splits: dict[str, torch.Tensor], times: torch.Tensor,
-                   attrs: dict[str, AttrValue]) -> Path:
+    def write_data(self, cfg: Config, path: Path, splits: dict[str, torch.Tensor], times: torch.Tensor,
+                   attrs: dict[str, AttrValue]) -> None:
         """Write ``splits`` {split: (N, T, 3, n, n, n)} as a t1 field ``velocity`` with dims
         [time, x, y, z], stored (N, T, n, n, n, 3)."""
         params = cfg.data.generator_parameters()
         n = cfg.data.n_les
         coords = np.arange(n) * (2 * np.pi / n)
         physics = ("nu", "energy_injection_rate", "forcing_wavenumber", "snapshot_dt")
-        return write_dataset(
-            self.data_path(cfg), name="filtered 3-D forced isotropic turbulence",
-            splits={split: {FIELD: fields.permute(0, 1, 3, 4, 5, 2).contiguous()} for split, fields in splits.items()},
+        write_dataset(
+            path, name="filtered 3-D forced isotropic turbulence",
+            splits={split: {FIELD: fields.permute(0, 1, 3, 4, 5, 2).contiguous()}
+                    for split, fields in splits.items()},
             orders={FIELD: 1}, dims={FIELD: ["time", "x", "y", "z"]},
             dimensions={"time": times, "x": coords, "y": coords, "z": coords},
             boundary_conditions={"periodic": BoundaryCondition("periodic", ("x", "y", "z"))},

@@ -24,7 +24,8 @@ def spectral_filter(w: torch.Tensor, m: int, ndim: int = 2) -> torch.Tensor:
     if ndim not in (1, 2, 3):
         raise ValueError(f"ndim must be 1, 2 or 3, got {ndim!r}")
     if w.dim() < ndim or len(set(w.shape[-ndim:])) != 1 or not w.is_floating_point():
-        raise ValueError(f"w must be a real tensor of shape (...{', n' * ndim}), got {tuple(w.shape)} {w.dtype}")
+        raise ValueError(f"w must be a real tensor of shape (...{', n' * ndim}), "
+                         f"got {tuple(w.shape)} {w.dtype}")
     n = w.shape[-1]
     if isinstance(m, bool) or not isinstance(m, int) or m < 2 or m % 2 or m > n:
         raise ValueError(f"m must be an even integer with 2 <= m <= n={n}, got {m!r}")

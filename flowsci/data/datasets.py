@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from flowsci.data.reader import _member_paths, _reading, load_split, validate
-from flowsci.data.schema import DatasetMeta, PathLike, _error
+from flowsci.data.reader import load_split, member_paths, reading_errors, validate
+from flowsci.data.schema import DatasetMeta, PathLike, data_error
 
 
 class InMemoryDataset(Dataset):
@@ -66,7 +66,7 @@ class LazyH5Dataset(Dataset):
     def __init__(self, path: PathLike, split: str, fields: Sequence[str] | None = None):
         self.meta = validate(path)
         self.split = split
-        self._members = _member_paths(self.meta, split, fields)
+        self._members = member_paths(self.meta, split, fields)
         self._n = self.meta.splits[split]
         self._file: h5py.File | None = None
         self._pid: int | None = None
@@ -90,7 +90,7 @@ class LazyH5Dataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         i = self._index(index)
-        with _reading(self.meta.path):
+        with reading_errors(self.meta.path):
             f = self._h5()
             return {name: torch.from_numpy(np.asarray(f[p][i])) for name, p in self._members.items()}
 
@@ -98,7 +98,7 @@ class LazyH5Dataset(Dataset):
         """A batch ``{name: tensor (B, ...)}``, read in one sorted pass per array."""
         index = np.array([self._index(i) for i in indices], dtype=np.int64)
         unique, inverse = np.unique(index, return_inverse=True)
-        with _reading(self.meta.path):
+        with reading_errors(self.meta.path):
             f = self._h5()
             return {name: torch.from_numpy(f[p][unique][inverse]) for name, p in self._members.items()}
 
@@ -113,11 +113,13 @@ class DataSplits:
     meta: DatasetMeta | None = None
 
     @classmethod
-    def from_file(cls, path: PathLike, *, lazy: bool = False, fields: Sequence[str] | None = None) -> DataSplits:
+    def from_file(cls, path: PathLike, *, lazy: bool = False,
+                  fields: Sequence[str] | None = None) -> DataSplits:
         """The splits 'train', 'val' and 'test' of a data file, in memory or read lazily."""
         meta = validate(path)
         missing = [s for s in ("train", "val", "test") if s not in meta.splits]
         if missing:
-            raise _error(meta.path, "/splits", f"missing split(s) {missing}; the file has {', '.join(meta.splits)}")
+            raise data_error(meta.path, "/splits", f"missing split(s) {missing}; "
+                                                   f"the file has {', '.join(meta.splits)}")
         make = LazyH5Dataset if lazy else InMemoryDataset.from_file
         return cls(*(make(meta.path, s, fields) for s in ("train", "val", "test")), meta=meta)

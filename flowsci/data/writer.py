@@ -19,25 +19,29 @@ import torch
 
 from flowsci.atomic import atomic_path
 from flowsci.data.schema import (
-    _NUMERIC,
     JSON_ATTRS,
+    NUMERIC_KINDS,
     RESERVED_ATTRS,
     SCHEMA_VERSION,
     SPLIT_GROUPS,
     BoundaryCondition,
     DatasetMeta,
     PathLike,
-    _check_bc,
-    _check_name,
-    _check_root,
-    _check_same_layout,
-    _check_sample_scalar,
-    _error,
-    _field_info,
-    _names,
-    _SplitLayout,
+    SplitLayout,
+    check_bc,
+    check_names,
+    check_root,
+    check_same_layout,
+    check_sample_scalar,
+    data_error,
+    field_info,
 )
 from flowsci.errors import DataError
+
+
+def _check_name(path: Path, where: str, name: Any) -> None:
+    if not isinstance(name, str) or not name or "/" in name or name == ".":
+        raise data_error(path, where, f"name {name!r} is not valid; names are non-empty strings without '/'")
 
 
 def _as_array(path: Path, where: str, value: Any) -> np.ndarray:
@@ -46,14 +50,16 @@ def _as_array(path: Path, where: str, value: Any) -> np.ndarray:
         try:
             value = value.detach().cpu().numpy()
         except TypeError as exc:
-            raise _error(path, where, f"cannot convert a {value.dtype} tensor to numpy ({exc}); "
-                                      "convert it to float32 first") from exc
+            raise data_error(path, where, f"cannot convert a {value.dtype} tensor to numpy ({exc}); "
+                                          "convert it to float32 first") from exc
     if not isinstance(value, np.ndarray):
-        raise _error(path, where, f"must be a numpy array or a torch tensor, got {type(value).__name__}")
-    if value.dtype.kind not in _NUMERIC:
-        raise _error(path, where, f"dtype {value.dtype} is not stored; use bool, integer, float or complex")
+        raise data_error(path, where, f"must be a numpy array or a torch tensor, got {type(value).__name__}")
+    if value.dtype.kind not in NUMERIC_KINDS:
+        raise data_error(path, where, f"dtype {value.dtype} is not stored; "
+                                      "use bool, integer, float or complex")
     if value.dtype.kind in "fc" and np.isinf(value).any():
-        raise _error(path, where, "contains ±inf; values must be finite or NaN (NaN marks a missing value)")
+        raise data_error(path, where, "contains ±inf; values must be finite or NaN "
+                                      "(NaN marks a missing value)")
     return value
 
 
@@ -66,8 +72,9 @@ def _check_symmetry(path: Path, where: str, array: np.ndarray, antisymmetric: bo
     scale = np.max(np.abs(a), where=~np.isnan(a), initial=0.0)
     if worst > 1e-6 * scale:
         kind = "antisymmetric" if antisymmetric else "symmetric"
-        raise _error(path, where, f"flagged {kind}, but differs from its {'negative ' * antisymmetric}transpose "
-                                  f"by up to {worst:.3g}; fix the data or drop the flag")
+        raise data_error(path, where, f"flagged {kind}, but differs from its "
+                                      f"{'negative ' * antisymmetric}transpose by up to {worst:.3g}; "
+                                      "fix the data or drop the flag")
 
 
 def _global_scalar(path: Path, name: str, value: Any) -> float:
@@ -75,8 +82,8 @@ def _global_scalar(path: Path, name: str, value: Any) -> float:
     _check_name(path, where, name)
     array = _as_array(path, where, value if isinstance(value, torch.Tensor) else np.asarray(value))
     if array.ndim != 0 or array.dtype.kind not in "biuf":
-        raise _error(path, where, "must be one real number; per-sample values go in the splits, "
-                                  "named in sample_scalars")
+        raise data_error(path, where, "must be one real number; per-sample values go in the splits, "
+                                      "named in sample_scalars")
     return float(array)
 
 
@@ -93,7 +100,8 @@ def _native_attr(value: Any) -> Any:
     if isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, (list, tuple)) and value:
-        for kind, dtype in ((str, h5py.string_dtype()), (bool, np.bool_), (int, np.int64), (float, np.float64)):
+        for kind, dtype in ((str, h5py.string_dtype()), (bool, np.bool_), (int, np.int64),
+                            (float, np.float64)):
             if all(type(v) is kind for v in value):
                 return np.array(value, dtype=dtype)
     return None
@@ -105,15 +113,15 @@ def _encode_attrs(path: Path, attrs: Mapping[str, Any]) -> dict[str, Any]:
     as_json: list[str] = []
     for key, value in attrs.items():
         if not isinstance(key, str) or not key or key in RESERVED_ATTRS:
-            raise _error(path, "/", f"attrs key {key!r} is not allowed; keys are non-empty strings other than "
-                                    f"{', '.join(RESERVED_ATTRS)}")
+            raise data_error(path, "/", f"attrs key {key!r} is not allowed; keys are non-empty strings other "
+                                        f"than {', '.join(RESERVED_ATTRS)}")
         native = _native_attr(value)
         if native is None:
             try:
                 native = json.dumps(value, default=_json_default)
             except (TypeError, ValueError) as exc:
-                raise _error(path, "/", f"attrs[{key!r}] cannot be stored ({exc}); use numbers, strings, "
-                                        "lists or JSON-serialisable dicts") from exc
+                raise data_error(path, "/", f"attrs[{key!r}] cannot be stored ({exc}); use numbers, strings, "
+                                            "lists or JSON-serialisable dicts") from exc
             as_json.append(key)
         encoded[key] = native
     if as_json:
@@ -128,7 +136,7 @@ def _check_dimensions(path: Path, dimensions: Mapping[str, Any]) -> dict[str, np
         _check_name(path, where, dim)
         coords[dim] = _as_array(path, where, values)
         if coords[dim].ndim != 1 or coords[dim].dtype.kind not in "iuf" or not np.isfinite(coords[dim]).all():
-            raise _error(path, where, "coordinates must be a 1-D array of finite real numbers")
+            raise data_error(path, where, "coordinates must be a 1-D array of finite real numbers")
     return coords
 
 
@@ -139,9 +147,10 @@ def _check_bcs(path: Path, bcs: Mapping[str, BoundaryCondition],
         where = f"/boundary_conditions/{name}"
         _check_name(path, where, name)
         if not isinstance(bc, BoundaryCondition):
-            raise _error(path, where, f"must be a flowsci.data.BoundaryCondition, got {type(bc).__name__}")
-        associated = _names(path, where, bc.associated_dims, "associated_dims")
-        _check_bc(path, where, bc.bc_type, associated, dimension_names)
+            raise data_error(path, where,
+                             f"must be a flowsci.data.BoundaryCondition, got {type(bc).__name__}")
+        associated = check_names(path, where, bc.associated_dims, "associated_dims")
+        check_bc(path, where, bc.bc_type, associated, dimension_names)
         checked[name] = BoundaryCondition(
             bc.bc_type, associated,
             None if bc.mask is None else _as_array(path, f"{where}/mask", bc.mask),
@@ -152,31 +161,33 @@ def _check_bcs(path: Path, bcs: Mapping[str, BoundaryCondition],
 def _check_splits(path: Path, splits: Mapping[str, Mapping[str, Any]], orders: Mapping[str, int],
                   dims: Mapping[str, Sequence[str]], symmetric: Iterable[str], antisymmetric: Iterable[str],
                   sample_scalars: Iterable[str], lengths: Mapping[str, int]
-                  ) -> tuple[_SplitLayout, dict[str, dict[str, np.ndarray]]]:
+                  ) -> tuple[SplitLayout, dict[str, dict[str, np.ndarray]]]:
     """Check the split arrays; returns the common layout and the arrays as numpy."""
     if not splits:
-        raise _error(path, "/splits", "no splits given; pass e.g. splits={'train': {...}, 'val': {...}, 'test': {...}}")
-    scalar_names = _names(path, "/splits", sample_scalars, "sample_scalars")
-    sym = _names(path, "/splits", symmetric, "symmetric")
-    anti = _names(path, "/splits", antisymmetric, "antisymmetric")
+        raise data_error(path, "/splits", "no splits given; "
+                                          "pass e.g. splits={'train': {...}, 'val': {...}, 'test': {...}}")
+    scalar_names = check_names(path, "/splits", sample_scalars, "sample_scalars")
+    sym = check_names(path, "/splits", symmetric, "symmetric")
+    anti = check_names(path, "/splits", antisymmetric, "antisymmetric")
     names = list(dict.fromkeys(k for arrays in splits.values() for k in arrays))
     fields = [k for k in names if k not in scalar_names]
     no_order = [k for k in fields if k not in orders]
     if no_order:
-        raise _error(path, "/splits", f"no tensor order for field(s) {no_order}; add them to orders "
-                                      "(0 scalar, 1 vector, 2 tensor) or name per-sample scalars in sample_scalars")
+        raise data_error(path, "/splits", f"no tensor order for field(s) {no_order}; add them to orders "
+                                          "(0 scalar, 1 vector, 2 tensor) or name per-sample scalars in "
+                                          "sample_scalars")
     for what, given, valid in (("orders", orders, fields), ("dims", dims, fields), ("symmetric", sym, fields),
                                ("antisymmetric", anti, fields), ("sample_scalars", scalar_names, names)):
         stray = [n for n in given if n not in valid]
         if stray:
-            raise _error(path, "/splits", f"{what} names {stray}, which are not in the splits; "
-                                          f"valid: {', '.join(valid)}")
+            raise data_error(path, "/splits", f"{what} names {stray}, which are not in the splits; "
+                                              f"valid: {', '.join(valid)}")
     ref_split, ref, converted = "", None, {}
     for split, arrays in splits.items():
         _check_name(path, "/splits", split)
         if not arrays:
-            raise _error(path, f"/splits/{split}", "no arrays given; every split holds the same fields")
-        layout = _SplitLayout({}, (), {})
+            raise data_error(path, f"/splits/{split}", "no arrays given; every split holds the same fields")
+        layout = SplitLayout({}, (), {})
         converted[split] = {}
         for key, value in arrays.items():
             is_scalar = key in scalar_names
@@ -184,24 +195,25 @@ def _check_splits(path: Path, splits: Mapping[str, Mapping[str, Any]], orders: M
             _check_name(path, where, key)
             array = _as_array(path, where, value)
             if is_scalar:
-                _check_sample_scalar(path, where, array.shape)
+                check_sample_scalar(path, where, array.shape)
                 layout.scalars += (key,)
             else:
-                key_dims = _names(path, where, dims.get(key, ()), "dims")
-                layout.fields[key] = _field_info(path, where, key, orders[key], key_dims, array.shape,
-                                                 key in sym, key in anti, lengths)
+                key_dims = check_names(path, where, dims.get(key, ()), "dims")
+                layout.fields[key] = field_info(path, where, key, orders[key], key_dims, array.shape,
+                                                key in sym, key in anti, lengths)
                 if key in sym or key in anti:
                     _check_symmetry(path, where, array, key in anti)
             layout.dtypes[key] = array.dtype
             converted[split][key] = array
         counts = {k: a.shape[0] for k, a in converted[split].items()}
         if len(set(counts.values())) > 1:
-            raise _error(path, f"/splits/{split}", f"arrays disagree on the number of samples (first axis): "
-                                                   f"{counts}; every array of a split needs the same N")
+            raise data_error(path, f"/splits/{split}", "arrays disagree on the number of samples "
+                                                       f"(first axis): {counts}; "
+                                                       "every array of a split needs the same N")
         if ref is None:
             ref_split, ref = split, layout
         else:
-            _check_same_layout(path, split, layout, ref_split, ref)
+            check_same_layout(path, split, layout, ref_split, ref)
     return ref, converted
 
 
@@ -276,7 +288,7 @@ def write_dataset(path: PathLike, *, name: str,
     path = Path(path)
     if path.is_dir():
         raise DataError(f"{path}: is a directory; give the path of an HDF5 file, e.g. {path / 'data.h5'}")
-    _check_root(path, name, n_spatial_dims, grid_type)
+    check_root(path, name, n_spatial_dims, grid_type)
     encoded_attrs = _encode_attrs(path, attrs or {})
     coords = _check_dimensions(path, dimensions or {})
     bcs = _check_bcs(path, boundary_conditions or {}, tuple(coords))

@@ -48,14 +48,15 @@ class PopulationConditionedVelocity(nn.Module):
             if not embedder or "name" not in embedder:
                 raise ValueError("conditioning 'population' needs embedder: {name: gcn_embedder | "
                                  "deepsets_embedder | attention_embedder, ...}")
-            from flowsci.plugins import build_model  # the registry; imported late to keep nn light
+            from flowsci.registry import build_model  # imported late to keep nn light
 
             spec = dict(embedder)
             self.embedder = build_model(spec.pop("name"), {"dim": dim, **spec})
             population_dim = self.embedder.out_dim
         elif conditioning == "identity":
             if n_ids < 1:
-                raise ValueError(f"conditioning 'identity' needs n_ids >= 1 training populations, got {n_ids}")
+                raise ValueError("conditioning 'identity' needs n_ids >= 1 training populations, "
+                                 f"got {n_ids}")
             # row n_ids is the fixed zero vector of every population not seen in training
             self.id_embedding = nn.Embedding(n_ids + 1, id_dim, padding_idx=n_ids)
             population_dim = id_dim
@@ -85,12 +86,14 @@ class PopulationConditionedVelocity(nn.Module):
             if population_id is None:
                 raise ValueError("a CGFM model needs population_id (B,)")
             unseen = (population_id < 0) | (population_id >= self.n_ids)
-            return self.id_embedding(torch.where(unseen, torch.full_like(population_id, self.n_ids), population_id))
+            return self.id_embedding(torch.where(unseen, torch.full_like(population_id, self.n_ids),
+                                                 population_id))
         return None
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, *, source_points: torch.Tensor | None = None,
                 source_mask: torch.Tensor | None = None, population_id: torch.Tensor | None = None,
-                condition: torch.Tensor | None = None, population: torch.Tensor | None = None) -> torch.Tensor:
+                condition: torch.Tensor | None = None,
+                population: torch.Tensor | None = None) -> torch.Tensor:
         if x.ndim != 3 or x.shape[-1] != self.dim:
             raise ValueError(f"x must be (B, m, {self.dim}) points, got {tuple(x.shape)}")
         n_pop, m = x.shape[:2]

@@ -1,6 +1,6 @@
 """Probability paths between a source (t = 0) and a target (t = 1).
 
-Time convention (DESIGN.md): t = 0 is the source, t = 1 the target; an affine path is
+Time convention (docs/design.md): t = 0 is the source, t = 1 the target; an affine path is
 x_t = sigma_t x0 + alpha_t x1 and the regression target of flow matching is its velocity
 dx_t/dt = d_sigma_t x0 + d_alpha_t x1.
 

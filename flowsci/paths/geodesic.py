@@ -95,7 +95,8 @@ def make_kappa(spec: str | dict[str, Any] | Kappa) -> Kappa:
         return LinearKappa()
     if name == "exp":
         return ExpKappa(**params)
-    raise ValueError(f"unknown schedule {spec!r}; valid: 'linear', 'exp' or {{name: exp, rate: c, normalized: bool}}")
+    raise ValueError(f"unknown schedule {spec!r}; valid: 'linear', 'exp' or "
+                     "{name: exp, rate: c, normalized: bool}")
 
 
 class GeodesicPath:
@@ -113,7 +114,8 @@ class GeodesicPath:
             raise ValueError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
         specs = schedule if isinstance(schedule, list) else [schedule] * space.n_factors
         if len(specs) != space.n_factors:
-            raise ValueError(f"schedule lists {len(specs)} entries but {space!r} has {space.n_factors} factor(s)")
+            raise ValueError(f"schedule lists {len(specs)} entries but {space!r} has "
+                             f"{space.n_factors} factor(s)")
         self.space, self.target = space, target
         self.kappas = [make_kappa(s) for s in specs]
 
@@ -136,7 +138,8 @@ class GeodesicPath:
             t = t.clamp(min=margin)
         direction = self.space.log(x0, x1)
         if self.target == "jvp":
-            x_t, ambient = torch.func.jvp(lambda s: self._along(x0, direction, s), (t,), (torch.ones_like(t),))
+            x_t, ambient = torch.func.jvp(lambda s: self._along(x0, direction, s), (t,),
+                                          (torch.ones_like(t),))
             dx_t = self.space.proj_tangent(x_t, ambient)
         else:
             x_t = self._along(x0, direction, t)
@@ -162,7 +165,8 @@ class RescheduledVelocity:
                  schedule: str | dict | list):
         specs = schedule if isinstance(schedule, list) else [schedule] * space.n_factors
         if len(specs) != space.n_factors:
-            raise ValueError(f"schedule lists {len(specs)} entries but {space!r} has {space.n_factors} factor(s)")
+            raise ValueError(f"schedule lists {len(specs)} entries but {space!r} has "
+                             f"{space.n_factors} factor(s)")
         self.velocity_fn, self.space = velocity_fn, space
         self.kappas = [make_kappa(s) for s in specs]
 

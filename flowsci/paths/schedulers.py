@@ -1,6 +1,6 @@
 """Schedulers: the coefficients alpha_t, sigma_t of an affine path x_t = sigma_t x0 + alpha_t x1.
 
-Convention (DESIGN.md): t = 0 is the source x0, t = 1 the target x1, so alpha_0 = 0, alpha_1 = 1,
+Convention (docs/design.md): t = 0 is the source x0, t = 1 the target x1, so alpha_0 = 0, alpha_1 = 1,
 sigma_0 = 1, sigma_1 = 0, except where a scheduler says otherwise (:class:`VPScheduler` at t = 0,
 :class:`LinearSigmaMinScheduler` at t = 1). The signal-to-noise ratio SNR(t) = alpha_t / sigma_t
 increases strictly from SNR(0) to SNR(1) (+inf where sigma_1 = 0), so it has an inverse,

@@ -114,7 +114,8 @@ def sample_indices(mask: torch.Tensor | None, m: int, n_points: int | None = Non
         raise ValueError(f"m must be an integer >= 1 (draws per population), got {m!r}")
     if mask is None:
         if not (isinstance(n_points, int) and n_points >= 1):
-            raise ValueError(f"with mask=None, n_points must be the population size (int >= 1), got {n_points!r}")
+            raise ValueError("with mask=None, n_points must be the population size "
+                             f"(int >= 1), got {n_points!r}")
         if not (isinstance(batch_size, int) and batch_size >= 1):
             raise ValueError(f"with mask=None, batch_size must be the number of populations (int >= 1), "
                              f"got {batch_size!r}")

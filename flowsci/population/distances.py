@@ -121,7 +121,8 @@ def feature_correlation_r(x: torch.Tensor, y: torch.Tensor) -> float:
     if x.shape[1] != y.shape[1]:
         raise ValueError(f"x and y must have the same number of features, got {x.shape[1]} and {y.shape[1]}")
     if x.shape[1] < 3:
-        raise ValueError(f"feature_correlation_r needs d >= 3 features (>= 2 feature pairs), got d={x.shape[1]}")
+        raise ValueError("feature_correlation_r needs d >= 3 features "
+                         f"(>= 2 feature pairs), got d={x.shape[1]}")
     a = _correlation_pairs(x, "x")
     b = _correlation_pairs(y, "y")
     a, b = a - a.mean(), b - b.mean()

@@ -110,7 +110,8 @@ def assignment(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     check_points(x, "x")
     check_points(y, "y")
     if x.shape != y.shape:
-        raise ValueError(f"x and y must have the same shape (B, n, d), got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise ValueError("x and y must have the same shape (B, n, d), "
+                         f"got {tuple(x.shape)} and {tuple(y.shape)}")
     xs, ys = _numpy64(x), _numpy64(y)
     perm = np.empty(x.shape[:2], dtype=np.int64)
     for b in range(x.shape[0]):

@@ -33,6 +33,8 @@ from abc import ABC, abstractmethod
 
 import torch
 
+from flowsci.divergence import velocity_divergence
+
 
 class Space(ABC):
     """A Riemannian manifold with the operations flow matching needs (see the module doc)."""
@@ -109,7 +111,8 @@ class Space(ABC):
         (``n_factors``). Product spaces override this so that, e.g., translations and rotations
         of SE(3) follow different schedules."""
         if len(scales) != self.n_factors:
-            raise ValueError(f"{type(self).__name__} has {self.n_factors} factor(s), got {len(scales)} scales")
+            raise ValueError(f"{type(self).__name__} has {self.n_factors} factor(s), "
+                             f"got {len(scales)} scales")
         return self.scale(scales[0], u)
 
     def geodesic(self, x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -119,11 +122,13 @@ class Space(ABC):
     def random_tangent(self, x: torch.Tensor, *, generator: torch.Generator | None = None) -> torch.Tensor:
         """A standard Gaussian tangent vector at each point of x (in the orthonormal basis)."""
         basis = self.tangent_basis(x)
-        z = torch.randn(*basis.shape[:-len(self.tangent_shape)], generator=generator, dtype=x.dtype, device=x.device)
+        z = torch.randn(*basis.shape[:-len(self.tangent_shape)], generator=generator, dtype=x.dtype,
+                        device=x.device)
         return self.coordinates_to_tangent(basis, z)
 
     def tangent_coordinates(self, basis: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-        """(..., dim) coordinates of u (..., *tangent_shape) in an orthonormal basis (..., dim, *tangent_shape).
+        """(..., dim) coordinates of u (..., *tangent_shape) in an orthonormal basis
+        (..., dim, *tangent_shape).
 
         The basis is orthonormal for :meth:`inner`, so the coordinates are inner products with
         its vectors; spaces whose metric is not the Euclidean one of the tangent representation
@@ -148,8 +153,6 @@ class Space(ABC):
         dg/d(delta) in an orthonormal basis. ``probes`` (P, B, dim) replaces the exact trace by
         Hutchinson's estimate mean_p z_p^T J z_p. Returns (field(x), divergence (B,)).
         """
-        from flowsci.likelihood import velocity_divergence
-
         basis = self.tangent_basis(x)
         batch = x.shape[0]
         with torch.enable_grad():

@@ -79,9 +79,11 @@ class IGSO3:
     """
 
     def __init__(self, sigma: float, l_max: int | None = None):
-        if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(sigma) or sigma <= 0:
+        if (isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not math.isfinite(sigma)
+                or sigma <= 0):
             raise ValueError(f"sigma must be a finite number > 0, got {sigma!r}")
-        if l_max is not None and (isinstance(l_max, bool) or not isinstance(l_max, numbers.Integral) or l_max < 0):
+        if l_max is not None and (isinstance(l_max, bool) or not isinstance(l_max, numbers.Integral)
+                                  or l_max < 0):
             raise ValueError(f"l_max must be None or an integer >= 0, got {l_max!r}")
         self.sigma = float(sigma)
         self.t = self.sigma ** 2 / 2
@@ -93,7 +95,8 @@ class IGSO3:
         grid = torch.linspace(0, min(math.pi, 12 * self.sigma), GRID_POINTS, dtype=torch.float64)
         pdf = self.angle_density(grid)
         step = grid[1] - grid[0]
-        cdf = torch.cat([torch.zeros(1, dtype=torch.float64), torch.cumsum((pdf[1:] + pdf[:-1]) * step / 2, 0)])
+        cdf = torch.cat([torch.zeros(1, dtype=torch.float64),
+                         torch.cumsum((pdf[1:] + pdf[:-1]) * step / 2, 0)])
         self._grid, self._step, self._pdf, self._cdf = grid, step, pdf / cdf[-1], cdf / cdf[-1]
 
     def __repr__(self) -> str:
@@ -112,7 +115,8 @@ class IGSO3:
         # < 1e-12 below omega = 1e-3 (they are ~e^{-pi^2/t}), so it is evaluated at max(omega, 1e-3)
         om = omega.clamp_min(1e-3).unsqueeze(-1)
         k = torch.tensor([-3, -2, -1, 1, 2, 3], dtype=torch.float64)
-        others = ((-1.0) ** k * (om - 2 * math.pi * k) * torch.exp(-math.pi * k * (math.pi * k - om) / t)).sum(-1)
+        others = ((-1.0) ** k * (om - 2 * math.pi * k)
+                  * torch.exp(-math.pi * k * (math.pi * k - om) / t)).sum(-1)
         ratio = k0_ratio + others / (2 * torch.sin(om.squeeze(-1) / 2))
         return t / 4 + 0.5 * math.log(math.pi) - 1.5 * math.log(t) - omega ** 2 / (4 * t) + ratio.log()
 
@@ -184,8 +188,8 @@ class IGSO3:
         if chart not in CHARTS:
             raise ValueError(f"chart must be one of {', '.join(CHARTS)}, got {chart!r}")
         axis = torch.randn(n, 3, generator=generator, dtype=torch.float64)
-        rotvec = self.sample_angles(n, generator).unsqueeze(-1) * axis / torch.linalg.vector_norm(axis, dim=-1,
-                                                                                                   keepdim=True)
+        rotvec = (self.sample_angles(n, generator).unsqueeze(-1) * axis
+                  / torch.linalg.vector_norm(axis, dim=-1, keepdim=True))
         noise = rotvec_to_matrix(rotvec) if chart == "matrix" else rotvec_to_quat(rotvec)
         if mean is None:
             return noise.to(dtype=dtype, device=device)

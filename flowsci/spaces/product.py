@@ -225,7 +225,8 @@ class Power(Space):
         return self.space.tangent_coordinates(self._blocks(basis), u).flatten(-2)
 
     def coordinates_to_tangent(self, basis: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        return self.space.coordinates_to_tangent(self._blocks(basis), z.unflatten(-1, (self.n, self.space.dim)))
+        return self.space.coordinates_to_tangent(self._blocks(basis),
+                                                 z.unflatten(-1, (self.n, self.space.dim)))
 
     def constraint_violation(self, x: torch.Tensor) -> torch.Tensor:
         return self.space.constraint_violation(x).sum(-1)

@@ -5,7 +5,7 @@ Every function broadcasts over leading dimensions and keeps the dtype of its inp
 float64). Rotation vectors w in R^3 have angle |w|; quaternions act as R(q) v = q v q*, so
 R(p ⊗ q) = R(p) R(q).
 
-Numerics (flow_engines.md §3.3): the logarithm goes through the quaternion,
+Numerics (as in ReQFlow, Yue, Wang & Xu, ICML 2025): the logarithm goes through the quaternion,
 angle = 2 atan2(|v|, w) after flipping to w >= 0, which stays accurate in float32 from angle 0 to
 pi (a naive theta / (2 sin theta) (R - R^T)^v is NaN at 1e-4 and wrong by 3.6e3 at pi - 1e-4).
 Every map with a removable singularity at angle 0 has a Taylor branch selected with the "safe
@@ -94,7 +94,8 @@ def rotvec_to_quat(w: torch.Tensor) -> torch.Tensor:
     small = theta2 < _SMALL_ANGLE2
     theta = torch.where(small, 1.0, theta2).sqrt()
     cos_half = torch.where(small, 1 - theta2 / 8 + theta2 * theta2 / 384, torch.cos(theta / 2))
-    sin_half_over = torch.where(small, 0.5 - theta2 / 48 + theta2 * theta2 / 3840, torch.sin(theta / 2) / theta)
+    sin_half_over = torch.where(small, 0.5 - theta2 / 48 + theta2 * theta2 / 3840,
+                                torch.sin(theta / 2) / theta)
     return torch.cat([cos_half, sin_half_over * w], -1)
 
 

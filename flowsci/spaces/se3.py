@@ -56,7 +56,8 @@ class SE3N(Space):
         if int(n_frames) != n_frames or n_frames < 1:
             raise ValueError(f"SE3N needs an integer n_frames >= 1, got n_frames={n_frames!r}")
         if rotation not in ROTATION_CHARTS:
-            raise ValueError(f"SE3N rotation must be one of {sorted(ROTATION_CHARTS)}, got rotation={rotation!r}")
+            raise ValueError(f"SE3N rotation must be one of {sorted(ROTATION_CHARTS)}, "
+                             f"got rotation={rotation!r}")
         if not translation_scale > 0:
             raise ValueError(f"SE3N needs translation_scale > 0, got translation_scale={translation_scale!r}")
         self.n_frames, self.rotation = int(n_frames), rotation
@@ -110,7 +111,8 @@ class SE3N(Space):
         """Gaussian translations (centred if the centre of mass is fixed) times translation_scale;
         uniform rotations."""
         t = torch.randn(n, self.n_frames, 3, generator=generator, dtype=dtype, device=device)
-        rotation = self.rotation_space.random_base(n * self.n_frames, generator=generator, dtype=dtype, device=device)
+        rotation = self.rotation_space.random_base(n * self.n_frames, generator=generator, dtype=dtype,
+                                                   device=device)
         rotation = rotation.reshape(n, self.n_frames, -1)
         return self._centred(torch.cat([self.translation_scale * t, rotation], -1))
 
@@ -119,7 +121,8 @@ class SE3N(Space):
         3N-dimensional space plus the uniform log density of the N rotations."""
         s2 = self.translation_scale ** 2
         t = self.translations(x)
-        translation = -(t * t).sum((-1, -2)) / (2 * s2) - 0.5 * self.translation_dim * math.log(2 * math.pi * s2)
+        translation = (-(t * t).sum((-1, -2)) / (2 * s2)
+                       - 0.5 * self.translation_dim * math.log(2 * math.pi * s2))
         return translation + self.rotation_space.base_log_prob(self._rotation_points(x)).sum(-1)
 
     def exp(self, x: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
@@ -147,7 +150,8 @@ class SE3N(Space):
         subspace, or one frame at a time, times the three axes), then the rotation basis of
         each frame in turn."""
         n, dtype, device = self.n_frames, x.dtype, x.device
-        frames = centred_basis(n, dtype, device) if self.center_of_mass else torch.eye(n, dtype=dtype, device=device)
+        frames = (centred_basis(n, dtype, device) if self.center_of_mass
+                  else torch.eye(n, dtype=dtype, device=device))
         axes = torch.eye(3, 6, dtype=dtype, device=device)
         translation = (frames[:, None, :, None] * axes[None, :, None, :]).flatten(0, 1)  # (3K, N, 6)
         rotation = self.rotation_space.tangent_basis(self._rotation_points(x))  # (..., N, 3, 3)

@@ -4,7 +4,8 @@ Both charts share the tangent representation: a tangent vector at a rotation R i
 **body-frame** angular velocity omega in R^3, i.e. the ambient velocity R omega^ (matrix chart) or
 q ⊗ (0, omega / 2) (quaternion chart). The metric is the bi-invariant one with
 <omega, eta> = omega . eta, for which the geodesic distance is the rotation angle in [0, pi] and
-the Riemannian volume of SO(3) is 8 pi^2. In these terms (flow_engines.md §3):
+the Riemannian volume of SO(3) is 8 pi^2. In these terms (as in FoldFlow, Bose et al., ICLR 2024,
+and ReQFlow, Yue, Wang & Xu, ICML 2025):
 
 - exp(R, omega) = R Exp(omega), log(R0, R1) = Log(R0^T R1), so the geodesic is R0 Exp(t omega)
   with constant body velocity omega;

@@ -12,10 +12,11 @@ import torch
 import yaml
 
 from flowsci.config import Config, config_from_dict
-from flowsci.data import load_split
+from flowsci.data import ensure_data, load_split
+from flowsci.data.lifecycle import default_path
 from flowsci.errors import ConfigError
 from flowsci.metrics import wasserstein
-from flowsci.plugins import get_domain
+from flowsci.plugins import create_domain
 from flowsci.training import TrainResult, train
 from flowsci_domains.toy2d.distributions import DISTRIBUTIONS, DistributionSource
 
@@ -163,10 +164,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainResult, Conf
         torch.manual_seed(0)
         cfg = config_from_dict(_raw(), [
             "train.steps=400", "train.ema=0", "train.warmup_steps=20", "train.eval_every=0",
-            "train.checkpoint_every=0", "train.threads=1", "data.n_train=4000", "data.n_val=500", "data.n_test=500",
-            "eval.n_samples=500", "sample.steps=50"], source=str(TOY2D_YAML))
+            "train.checkpoint_every=0", "train.threads=1", "data.n_train=4000", "data.n_val=500",
+            "data.n_test=500", "eval.n_samples=500", "sample.steps=50"], source=str(TOY2D_YAML))
         result = train(cfg, out=tmp / "run", progress=False)
-        cfg.data.path = str(get_domain("toy2d").data_path(cfg))  # absolute, for the test
+        cfg.data.path = str(create_domain("toy2d").data_file(cfg))  # absolute, for the test
     return result, cfg
 
 
@@ -200,9 +201,9 @@ def test_unknown_distribution_is_a_config_error_listing_valid_names() -> None:
 
 def test_data_file_is_created_reused_and_regenerated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLOWSCI_DATA", str(tmp_path))
-    domain = get_domain("toy2d")
+    domain = create_domain("toy2d")
     cfg = _config()
-    path = domain.data_path(cfg)
+    path = default_path(domain, cfg)
     assert path.parent == tmp_path / "toy2d"
     assert not path.exists()
     first = domain.build_data(cfg)
@@ -216,13 +217,14 @@ def test_data_file_is_created_reused_and_regenerated(tmp_path: Path, monkeypatch
     assert path.stat().st_mtime == old
     assert torch.equal(second.test.tensors["x1"], first.test.tensors["x1"])
 
-    third = domain.build_data(_config("data.regenerate=true"))
+    ensure_data(domain, _config(), force=True)  # data.regenerate=true / flowsci data make --force
+    third = domain.build_data(_config())
     assert path.stat().st_mtime > old
     # same seed: the regenerated file holds the same samples
     assert torch.equal(third.test.tensors["x0"], first.test.tensors["x0"])
 
     other = _config("data.seed=1")
-    assert domain.data_path(other) != path
+    assert default_path(domain, other) != path
     assert not torch.equal(domain.build_data(other).test.tensors["x1"], first.test.tensors["x1"])
 
 
@@ -230,7 +232,7 @@ def test_data_splits_follow_the_distributions(tmp_path: Path, monkeypatch: pytes
     """Stored x0 come from the source and x1 from the target (checkerboard cells as oracle)."""
     monkeypatch.setenv("FLOWSCI_DATA", str(tmp_path))
     cfg = _config("domain.source=gaussian", "domain.target=checkerboard")
-    data = get_domain("toy2d").build_data(cfg)
+    data = create_domain("toy2d").build_data(cfg)
     x1 = data.test.tensors["x1"]
     cells = torch.floor(x1 / 2).long()
     assert bool(((cells[:, 0] + cells[:, 1]) % 2 == 0).all())

@@ -11,7 +11,7 @@ from conftest import SMALL, TOY2D_YAML
 
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
-from flowsci.plugins import get_domain
+from flowsci.plugins import create_domain
 from flowsci.training import train
 from flowsci_domains.toy2d.distributions import LABELLED, eight_gaussians_log_prob
 
@@ -43,7 +43,7 @@ def test_guidance_weight_controls_label_accuracy(tmp_path):
                                    "domain.conditional=true", "objective.p_uncond=0.2", "train.steps=600",
                                    "train.lr=3e-3", "eval.n_samples=400"])
     run = train(cfg, tmp_path / "run", progress=False)
-    model, domain = load_model(run.run_dir), get_domain("toy2d")
+    model, domain = load_model(run.run_dir), create_domain("toy2d")
     data = domain.build_data(cfg)
     accuracy = {}
     for w in (0.0, 1.0, 3.0):
@@ -56,8 +56,8 @@ def test_likelihood_is_a_cross_entropy_above_the_entropy(tmp_path):
     """NLL of the learned flow on the 8-Gaussian ring: at least the entropy of the ring (a
     cross-entropy bound, up to Monte-Carlo error) and not far above it after training."""
     cfg = load_config(TOY2D_YAML, [*SMALL, "domain.source=gaussian", "domain.target=8gaussians",
-                                   "eval.likelihood=true", "train.steps=1500", "train.lr=3e-3", "model.width=64",
-                                   "eval.n_samples=500", "eval.likelihood_steps=20"])
+                                   "eval.likelihood=true", "train.steps=1500", "train.lr=3e-3",
+                                   "model.width=64", "eval.n_samples=500", "eval.likelihood_steps=20"])
     nll = train(cfg, tmp_path / "run", progress=False).metrics["nll"]
     var = 0.1 ** 0.5
     entropy = math.log(8) + math.log(2 * math.pi * math.e * var)  # components barely overlap
