@@ -20,6 +20,7 @@ _EXPORTS = {
     "register_model": "flowsci.registry",
     "create_domain": "flowsci.registry",
     "DomainBase": "flowsci.plugins",
+    "configure_logging": "flowsci.logs",
     "FlowMatching": "flowsci.flow_matching",
     "sample": "flowsci.flow_matching",
 }

@@ -108,6 +108,8 @@ class Trainer:
                  progress: bool | None = None):
         self.cfg, self.run, self.ctx = cfg, run, ctx
         self.tc: TrainConfig = cfg.train
+        if resume:
+            self._check_resumable()
         self.domain = create_domain(cfg.domain)  # this run's own instance
         self.progress = progress
         self.device = ctx.device
@@ -176,7 +178,9 @@ class Trainer:
             "adam_metrics": self.adam_metrics,
         }
 
-    def _resume(self) -> None:
+    def _check_resumable(self) -> None:
+        """The run's saved config must equal this one but for the step counts (checked before
+        anything is built)."""
         saved = self.run.load_config().to_dict()
         current = self.cfg.to_dict()
         for train_section in (saved["train"], current["train"]):
@@ -191,6 +195,8 @@ class Trainer:
                            f"({'; '.join(diffs) or 'top-level keys'}); only train.steps and "
                            "train.lbfgs.steps may change. "
                            "Start a new run instead")
+
+    def _resume(self) -> None:
         found = list_checkpoints(self.run.checkpoints)
         if not found:
             raise CheckpointError(f"--resume: no checkpoint in {self.run.checkpoints}")
