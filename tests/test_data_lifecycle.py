@@ -20,7 +20,7 @@ CONFIGS = sorted((REPO / "domains").glob("*.yaml"))
 def test_every_first_party_domain_has_a_config_here():
     domains = {load_config(path).domain for path in CONFIGS}
     assert domains == {"toy2d", "turbulence", "turbulence3d", "rotations", "backbones", "population",
-                       "letter_clouds", "lpinn", "kinetic"}
+                       "letter_clouds", "lpinn", "kinetic", "images"}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)

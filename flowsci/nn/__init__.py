@@ -1,1 +1,2 @@
-"""Shared network blocks: time embeddings and MLP velocity fields."""
+"""Shared networks: time embeddings, velocity fields (MLP, U-Net, DiT, SD3's MM-DiT), the feature
+classifier of the Fréchet classifier distance, population embedders and point-cloud models."""
