@@ -68,7 +68,7 @@ class ImagesSample(SampleConfig):
     """YAML ``sample:``: Euler with classifier-free guidance."""
 
     steps: int = 20
-    guidance: float = 2.0
+    guidance: float = 1.5
 
 
 @dataclasses.dataclass
