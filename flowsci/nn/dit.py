@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowsci.nn.embeddings import SinusoidalTimeEmbedding
+from flowsci.nn.embeddings import ConditionEmbedding
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -85,38 +85,6 @@ def check_sizes(channels: int, patch: int, width: int, depth: int, heads: int, n
         raise ValueError(f"width must be a multiple of 4 (2-D sin-cos position embedding), got {width}")
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0, got {num_classes}")
-
-
-class Conditioning(nn.Module):
-    """c = MLP(sinusoidal(t)) (+ label embedding): t (B,) or (), y (B,) | None -> (B, width).
-
-    With ``num_classes > 0`` the labels y are in [0, num_classes); -1 is the null label of
-    classifier-free guidance (an extra embedding row).
-    """
-
-    def __init__(self, width: int, time_dim: int, num_classes: int):
-        super().__init__()
-        self.num_classes = num_classes
-        self.time_embedding = nn.Sequential(SinusoidalTimeEmbedding(time_dim), nn.Linear(time_dim, width),
-                                            nn.SiLU(), nn.Linear(width, width))
-        # one extra row for the null label -1 (classifier-free guidance)
-        self.label_embedding = nn.Embedding(num_classes + 1, width) if num_classes else None
-        for layer in (self.time_embedding[1], self.time_embedding[3]):
-            nn.init.normal_(layer.weight, std=0.02)
-            nn.init.zeros_(layer.bias)
-        if self.label_embedding is not None:
-            nn.init.normal_(self.label_embedding.weight, std=0.02)
-
-    def forward(self, t: torch.Tensor, y: torch.Tensor | None, batch: int) -> torch.Tensor:
-        t = t.expand(batch) if t.dim() == 0 else t
-        c = self.time_embedding(t)
-        if self.label_embedding is not None:
-            if y is None:
-                raise ValueError("this model is conditional (num_classes > 0): pass labels y")
-            c = c + self.label_embedding(torch.where(y < 0, torch.full_like(y, self.num_classes), y))
-        elif y is not None:
-            raise ValueError("labels y given to an unconditional model (num_classes = 0)")
-        return c
 
 
 class FinalLayer(nn.Module):
@@ -202,7 +170,7 @@ class DiT(nn.Module):
         self.patch_embedding = nn.Linear(channels * patch * patch, width)
         nn.init.xavier_uniform_(self.patch_embedding.weight)
         nn.init.zeros_(self.patch_embedding.bias)
-        self.conditioning = Conditioning(width, time_dim, num_classes)
+        self.conditioning = ConditionEmbedding(width, time_dim, num_classes, init_std=0.02)
         self.blocks = nn.ModuleList(DiTBlock(width, heads) for _ in range(depth))
         self.final = FinalLayer(width, channels * patch * patch)
 

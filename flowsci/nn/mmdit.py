@@ -25,7 +25,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from flowsci.nn.dit import (
-    Conditioning,
     FinalLayer,
     check_image,
     check_sizes,
@@ -36,6 +35,7 @@ from flowsci.nn.dit import (
     unpatchify,
     xavier_init_linears,
 )
+from flowsci.nn.embeddings import ConditionEmbedding
 
 
 class Stream(nn.Module):
@@ -175,7 +175,7 @@ class MMDiT(nn.Module):
         self.patch_embedding = nn.Linear(channels * patch * patch, width)
         nn.init.xavier_uniform_(self.patch_embedding.weight)
         nn.init.zeros_(self.patch_embedding.bias)
-        self.conditioning = Conditioning(width, time_dim, num_classes)
+        self.conditioning = ConditionEmbedding(width, time_dim, num_classes, init_std=0.02)
         if context_dim:
             self.context_embedding = nn.Linear(context_dim, width)
             self.pooled_embedding = nn.Linear(context_dim, width)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flowsci.nn.embeddings import SinusoidalTimeEmbedding
+from flowsci.nn.embeddings import ConditionEmbedding
 
 
 def _norm(channels: int) -> nn.GroupNorm:
@@ -79,14 +79,8 @@ class UNet(nn.Module):
         if channels < 1 or width < 1 or blocks < 1 or not multipliers or min(multipliers) < 1:
             raise ValueError(f"channels, width, blocks and every multiplier must be >= 1, got channels="
                              f"{channels}, width={width}, blocks={blocks}, multipliers={multipliers}")
-        if num_classes < 0:
-            raise ValueError(f"num_classes must be >= 0, got {num_classes}")
         emb_dim = 4 * width
-        self.num_classes = num_classes
-        self.time_embedding = nn.Sequential(SinusoidalTimeEmbedding(time_dim), nn.Linear(time_dim, emb_dim),
-                                            nn.SiLU(), nn.Linear(emb_dim, emb_dim))
-        # one extra row for the null label -1 (classifier-free guidance)
-        self.label_embedding = nn.Embedding(num_classes + 1, emb_dim) if num_classes else None
+        self.condition = ConditionEmbedding(emb_dim, time_dim, num_classes)
         self.stem = nn.Conv2d(channels, width, 3, padding=1)
 
         self.down, self.downsample, level_channels = nn.ModuleList(), nn.ModuleList(), []
@@ -116,22 +110,10 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
-    def embed(self, t: torch.Tensor, y: torch.Tensor | None, batch: int) -> torch.Tensor:
-        """The conditioning vector (B, 4·width) of t and the labels."""
-        t = t.expand(batch) if t.dim() == 0 else t
-        emb = self.time_embedding(t)
-        if self.label_embedding is not None:
-            if y is None:
-                raise ValueError("this model is conditional (num_classes > 0): pass labels y")
-            emb = emb + self.label_embedding(torch.where(y < 0, torch.full_like(y, self.num_classes), y))
-        elif y is not None:
-            raise ValueError("labels y given to an unconditional model (num_classes = 0)")
-        return emb
-
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"UNet takes images (B, C, H, W), got shape {tuple(x.shape)}")
-        emb = self.embed(t, y, x.shape[0]).to(x.dtype)
+        emb = self.condition(t, y, x.shape[0]).to(x.dtype)
         h, skips = self.stem(x), []
         for blocks, downsample in zip(self.down, self.downsample):
             for block in blocks:
