@@ -195,13 +195,13 @@ class Images(DomainBase):
             torch.save(model.state_dict(), fh)
         return model
 
-    def generate(self, model: torch.nn.Module, cfg: Config, n: int, num_classes: int,
+    def generate(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int,
                  steps: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None, int]:
         """n images (n, C, H, W) in [-1, 1] (labels cycling over the classes), the labels, and
         the number of velocity evaluations."""
-        labels = torch.arange(n) % num_classes if cfg.settings.conditional else None
+        labels = torch.arange(n) % self.num_classes(data) if cfg.settings.conditional else None
         cond = {"y": labels} if labels is not None else {}
-        x0 = self.source(cfg).sample(n)
+        x0 = torch.randn(n, *data.meta.fields[FIELD].shape)  # the source N(0, I) of build_objective
         with torch.no_grad():
             result = self.sampler(cfg).sample(model, x0, steps=steps, **cond)
         return result.x.clamp(-1, 1), labels, result.nfe
@@ -209,7 +209,7 @@ class Images(DomainBase):
     def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> Evaluation:
         """fd_nfe<k>, accuracy_nfe<k> (conditional), precision / recall at ``sample.steps``, the
         floor ``fd_real`` and the classifier's test accuracy; the samples are kept for figures."""
-        e, num_classes = cfg.eval, self.num_classes(data)
+        e = cfg.eval
         classifier = self.classifier(cfg, data)
         test = data.test.tensors["x1"][: e.n_samples]
         with torch.no_grad():
@@ -220,7 +220,7 @@ class Images(DomainBase):
                        float((classifier(test).argmax(1) == test_labels).float().mean())}
             samples = {}
             for steps in sorted({*e.steps, cfg.sample.steps}):
-                images, labels, nfe = self.generate(model, cfg, len(test), num_classes, steps)
+                images, labels, nfe = self.generate(model, data, cfg, len(test), steps)
                 samples[steps] = images
                 features = classifier.features(images)
                 metrics[f"fd_nfe{nfe}"] = frechet_distance(features, real)
@@ -239,7 +239,7 @@ class Images(DomainBase):
         if evaluation is not None and len(evaluation.artifacts["samples"]) >= per_class * num_classes:
             generated = evaluation.artifacts["samples"]
         else:
-            generated, _, _ = self.generate(model, cfg, per_class * num_classes, num_classes)
+            generated, _, _ = self.generate(model, data, cfg, per_class * num_classes)
         # sample i has label i mod K: row k of the grid is class k
         rows = generated[: per_class * num_classes].reshape(per_class, num_classes, *generated.shape[1:])
         return {"samples": image_grid(rows.transpose(0, 1), data.meta.attrs["class_names"],
@@ -248,7 +248,7 @@ class Images(DomainBase):
 
     def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int
                ) -> dict[str, torch.Tensor]:
-        images, labels, _ = self.generate(model, cfg, n, self.num_classes(data))
+        images, labels, _ = self.generate(model, data, cfg, n)
         return {"images": (images + 1) / 2, **({"labels": labels} if labels is not None else {})}
 
 
