@@ -16,7 +16,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraint
 STAMP  := $(VENV)/.flowsci-installed
 
 .PHONY: install demo turbulence rotations backbones population lpinn kinetic images lint test test-slow bench-deps bench bench-turbulence \
-	bench-rotations bench-population bench-lpinn bench-kinetic clean
+	bench-rotations bench-population bench-lpinn bench-kinetic bench-images clean
 
 install: $(STAMP)
 
@@ -84,6 +84,9 @@ bench-lpinn: bench-deps
 
 bench-kinetic: install
 	$(BIN)/python bench/kinetic.py
+
+bench-images: install
+	$(BIN)/python bench/images.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
