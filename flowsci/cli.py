@@ -88,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-n", "--num", type=int, default=1000, help="number of samples")
     p.add_argument("--checkpoint", help="checkpoint file (default: the newest of the run)")
     p.add_argument("--out", help="output .npz (default: RUN/samples/step-<N>.npz)")
+    p.add_argument("--prompt", help="a caption to draw samples of (caption models); writes a PNG grid too")
     p.set_defaults(handler=cmd_sample)
 
     p = command("eval", help="evaluate a trained run and write its figures")
@@ -242,11 +243,20 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     run, cfg, domain, data, model, step = _load_run(args)
     seed_everything(cfg.seed)
-    arrays = {k: v.detach().cpu().numpy() for k, v in domain.sample(model, data, cfg, args.num).items()}
+    figure = None
+    if args.prompt is not None:
+        samples, figure = domain.sample_prompt(model, data, cfg, args.num, args.prompt)
+    else:
+        samples = domain.sample(model, data, cfg, args.num)
+    arrays = {k: v.detach().cpu().numpy() for k, v in samples.items()}
     out = Path(args.out) if args.out else run.path / "samples" / f"step-{step:08d}.npz"
     with atomic_open(out, "wb") as fh:
         np.savez(fh, **arrays)
     print(f"{args.num} samples ({', '.join(f'{k} {v.shape}' for k, v in arrays.items())}) -> {out}")
+    if figure is not None:
+        with atomic_open(out.with_suffix(".png"), "wb") as fh:
+            figure.savefig(fh, format="png", dpi=120, bbox_inches="tight")
+        print(f"grid -> {out.with_suffix('.png')}")
     return 0
 
 

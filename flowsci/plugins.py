@@ -132,6 +132,11 @@ class DomainBase:
                ) -> dict[str, torch.Tensor]:
         raise PluginError(f"domain '{self.name}' does not implement sampling")
 
+    def sample_prompt(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int, prompt: str
+                      ) -> tuple[dict[str, torch.Tensor], Figure]:
+        """n samples for a text prompt (``flowsci sample RUN --prompt TEXT``) and a figure of them."""
+        raise PluginError(f"domain '{self.name}' does not take text prompts")
+
     def source(self, cfg: Config) -> Any:
         """The source distribution (t = 0) as a flowsci Source (needed by ``flowsci reflow``)."""
         raise PluginError(f"domain '{self.name}' has no source distribution to draw x0 from")

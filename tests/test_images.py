@@ -165,7 +165,8 @@ def test_a_short_conditional_run_reports_the_frechet_distance_and_its_floor(tmp_
         assert np.isfinite(m[key]), key
     assert m["classifier_test_accuracy"] > 0.9
     assert m["fd_real"] < m["fd_nfe1"]  # 40 steps of training cannot reach the floor
-    assert (result.run_dir / "figures" / "samples.png").stat().st_size > 1000
+    for figure in ("samples", "trajectories", "guidance"):
+        assert (result.run_dir / "figures" / f"{figure}.png").stat().st_size > 1000, figure
     data = create_domain("images").build_data(cfg)
     assert data.train.tensors["x1"].shape[1:] == (1, 8, 8) and data.train.tensors["x1"].min() >= -1
     assert len(data.val) == 40 and len(data.test) == 40 and len(data.train) == 160

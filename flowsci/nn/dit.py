@@ -159,25 +159,31 @@ class DiT(nn.Module):
 
     H and W must be multiples of ``patch``; the sequence has (H/p)·(W/p) tokens of width
     ``width``. With ``num_classes > 0`` the model is conditioned on integer labels y (B,) in
-    [0, num_classes); the label -1 is the null condition of classifier-free guidance.
+    [0, num_classes); the label -1 is the null condition of classifier-free guidance. With
+    ``context_dim > 0`` it is conditioned on a text context (B, L, context_dim) with its
+    ``context_mask`` (B, L) through the pooled (masked mean) context added to c; a row without
+    tokens is the null caption.
     """
 
     def __init__(self, channels: int = 1, patch: int = 2, width: int = 64, depth: int = 4, heads: int = 4,
-                 num_classes: int = 0, time_dim: int = 64):
+                 num_classes: int = 0, time_dim: int = 64, context_dim: int = 0):
         super().__init__()
         check_sizes(channels, patch, width, depth, heads, num_classes)
         self.channels, self.patch, self.width = channels, patch, width
         self.patch_embedding = nn.Linear(channels * patch * patch, width)
         nn.init.xavier_uniform_(self.patch_embedding.weight)
         nn.init.zeros_(self.patch_embedding.bias)
-        self.conditioning = ConditionEmbedding(width, time_dim, num_classes, init_std=0.02)
+        self.conditioning = ConditionEmbedding(width, time_dim, num_classes, init_std=0.02,
+                                               context_dim=context_dim)
         self.blocks = nn.ModuleList(DiTBlock(width, heads) for _ in range(depth))
         self.final = FinalLayer(width, channels * patch * patch)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
         check_image(x, self.patch, self.channels, "DiT")
         b, _, h, w = x.shape
-        c = self.conditioning(t, y, b).to(x.dtype)
+        c = self.conditioning(t, y, b, context, context_mask).to(x.dtype)
         tokens = self.patch_embedding(patchify(x, self.patch))
         tokens = tokens + sincos_position_embedding(h // self.patch, w // self.patch, self.width,
                                                     x.device, x.dtype)

@@ -35,7 +35,7 @@ from flowsci.nn.dit import (
     unpatchify,
     xavier_init_linears,
 )
-from flowsci.nn.embeddings import ConditionEmbedding
+from flowsci.nn.embeddings import ConditionEmbedding, pool_context
 
 
 class Stream(nn.Module):
@@ -195,32 +195,16 @@ class MMDiT(nn.Module):
             if context is not None or mask is not None or pooled is not None:
                 raise ValueError("context given to a model without context (context_dim = 0)")
             return None, None
-        if context is None:
-            raise ValueError(f"this model is conditioned on a context (context_dim = {self.context_dim}): "
-                             "pass context (B, L, context_dim)")
-        if context.dim() != 3 or context.shape[0] != batch or context.shape[2] != self.context_dim:
-            raise ValueError(f"context must be (B={batch}, L, {self.context_dim}), "
-                             f"got {tuple(context.shape)}")
-        context = context.to(dtype)
-        if mask is not None:
-            if mask.shape != context.shape[:2]:
-                raise ValueError(f"context_mask must be (B, L) = {tuple(context.shape[:2])}, "
-                                 f"got {tuple(mask.shape)}")
-            mask = mask.bool()
         if pooled is None:
-            if mask is None:
-                pooled = context.mean(dim=1)
-            else:
-                weights = mask.to(dtype)[..., None]
-                pooled = (context * weights).sum(dim=1) / weights.sum(dim=1).clamp_min(1.0)
+            pooled = pool_context(context, mask, batch, self.context_dim)
         else:
+            pool_context(context, mask, batch, self.context_dim)  # checks the shapes
             if pooled.shape != (batch, self.context_dim):
                 raise ValueError(f"pooled must be (B, context_dim) = {(batch, self.context_dim)}, "
                                  f"got {tuple(pooled.shape)}")
-            pooled = pooled.to(dtype)
             if mask is not None:  # the null condition stays null
-                pooled = pooled * mask.any(dim=1, keepdim=True).to(dtype)
-        return self.context_embedding(context), self.pooled_embedding(pooled)
+                pooled = pooled * mask.bool().any(dim=1, keepdim=True).to(pooled.dtype)
+        return self.context_embedding(context.to(dtype)), self.pooled_embedding(pooled.to(dtype))
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, context: torch.Tensor | None = None,
                 context_mask: torch.Tensor | None = None, y: torch.Tensor | None = None,

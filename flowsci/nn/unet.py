@@ -68,19 +68,21 @@ class UNet(nn.Module):
     ``multipliers`` gives the width of each level (width · m); every level but the last halves
     the resolution (any H, W: the expanding path resizes to the skip's size). With
     ``num_classes > 0`` the model is conditioned on integer labels y (B,) in [0, num_classes);
-    the label -1 is the null condition of classifier-free guidance.
+    the label -1 is the null condition of classifier-free guidance. With ``context_dim > 0`` it
+    is conditioned on a text context (B, L, context_dim) and ``context_mask`` (B, L) through the
+    pooled context added to the time embedding; a row without tokens is the null caption.
     """
 
     def __init__(self, channels: int = 1, width: int = 32, multipliers: list[int] | None = None,
                  blocks: int = 1, attention: bool = True, heads: int = 4, num_classes: int = 0,
-                 time_dim: int = 64):
+                 time_dim: int = 64, context_dim: int = 0):
         super().__init__()
         multipliers = list(multipliers or [1, 2])
         if channels < 1 or width < 1 or blocks < 1 or not multipliers or min(multipliers) < 1:
             raise ValueError(f"channels, width, blocks and every multiplier must be >= 1, got channels="
                              f"{channels}, width={width}, blocks={blocks}, multipliers={multipliers}")
         emb_dim = 4 * width
-        self.condition = ConditionEmbedding(emb_dim, time_dim, num_classes)
+        self.condition = ConditionEmbedding(emb_dim, time_dim, num_classes, context_dim=context_dim)
         self.stem = nn.Conv2d(channels, width, 3, padding=1)
 
         self.down, self.downsample, level_channels = nn.ModuleList(), nn.ModuleList(), []
@@ -110,10 +112,12 @@ class UNet(nn.Module):
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor | None = None,
+                context: torch.Tensor | None = None, context_mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
         if x.dim() != 4:
             raise ValueError(f"UNet takes images (B, C, H, W), got shape {tuple(x.shape)}")
-        emb = self.condition(t, y, x.shape[0]).to(x.dtype)
+        emb = self.condition(t, y, x.shape[0], context, context_mask).to(x.dtype)
         h, skips = self.stem(x), []
         for blocks, downsample in zip(self.down, self.downsample):
             for block in blocks:
