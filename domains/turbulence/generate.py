@@ -1,4 +1,5 @@
-"""Filtered-DNS trajectories of Kolmogorov flow, the no-closure coarse baseline, solver timing.
+"""Filtered-DNS trajectories of Kolmogorov flow, the coarse baselines (no closure, eddy-viscosity
+LES), solver timing.
 
 The DNS runs :class:`~flowsci_domains.turbulence.spectral.Kolmogorov2D` at n_dns^2 (2/3 rule),
 every trajectory in one batch; after the spin-up, snapshots every ``snapshot_dt`` are cut
@@ -16,6 +17,7 @@ import time
 
 import torch
 
+from flowsci_domains.turbulence.les import EddyViscosityClosure
 from flowsci_domains.turbulence.spectral import Kolmogorov2D, grid_size, random_initial_vorticity
 from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, kinetic_energy, spectral_filter
 from flowsci_domains.turbulence.timed_run import TimedRun
@@ -44,6 +46,12 @@ class KolmogorovData:
 def _check_positive_int(name: str, value: int, minimum: int = 1) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+
+
+def _check_closure(closure: EddyViscosityClosure) -> None:
+    if not isinstance(closure, EddyViscosityClosure):
+        raise ValueError(f"closure must be an EddyViscosityClosure (e.g. Smagorinsky(c=0.1)), "
+                         f"got {closure!r}; coarse_solver_rollout runs without one")
 
 
 def _check_les_size(n_les: int, n_dns: int) -> None:
@@ -126,14 +134,33 @@ def coarse_solver_rollout(w0: torch.Tensor, n_steps: int, snapshot_dt: float, *,
     modes that :func:`spectral_filter` keeps (|k_x|, |k_y| < m/2); "two_thirds" truncates
     further to |k| <= (m - 1) // 3 (see :class:`Kolmogorov2D`).
     """
+    return _coarse_rollout(w0, n_steps, snapshot_dt, nu=nu, drag=drag, forcing_amplitude=forcing_amplitude,
+                           forcing_wavenumber=forcing_wavenumber, dt=dt, dealias=dealias)
+
+
+def les_rollout(w0: torch.Tensor, n_steps: int, snapshot_dt: float, *, closure: EddyViscosityClosure,
+                nu: float = 1e-3, drag: float = 0.1, forcing_amplitude: float = 4.0,
+                forcing_wavenumber: int = 4, dt: float | None = None,
+                dealias: str = "three_halves") -> torch.Tensor:
+    """:func:`coarse_solver_rollout` with an eddy-viscosity ``closure`` (e.g. Smagorinsky(c=0.1)):
+    the classical LES baseline on the grid of w0 (B, m, m), Delta = 2 pi / m.
+
+    Returns w0 followed by n_steps states snapshot_dt apart: (B, n_steps + 1, m, m).
+    """
+    _check_closure(closure)
+    return _coarse_rollout(w0, n_steps, snapshot_dt, nu=nu, drag=drag, forcing_amplitude=forcing_amplitude,
+                           forcing_wavenumber=forcing_wavenumber, dt=dt, dealias=dealias, closure=closure)
+
+
+def _coarse_rollout(w0: torch.Tensor, n_steps: int, snapshot_dt: float, **settings: object) -> torch.Tensor:
+    """w0 (B, m, m) and n_steps states snapshot_dt apart of Kolmogorov2D(m, **settings)."""
     m = grid_size(w0, "w0")
     if w0.dim() != 3:
         raise ValueError(f"w0 must have shape (B, m, m), got {tuple(w0.shape)}")
     _check_positive_int("n_steps", n_steps, minimum=0)
     if not snapshot_dt > 0:
         raise ValueError(f"snapshot_dt must be > 0, got {snapshot_dt}")
-    solver = Kolmogorov2D(m, nu=nu, drag=drag, forcing_amplitude=forcing_amplitude,
-                          forcing_wavenumber=forcing_wavenumber, dt=dt, dealias=dealias)
+    solver = Kolmogorov2D(m, **settings)
     states = [w0]
     for _ in range(n_steps):
         states.append(solver.advance(states[-1], snapshot_dt))
@@ -145,12 +172,30 @@ def dns_seconds_per_time_unit(n: int = 128, batch: int = 1, duration: float = 2.
                               dt: float | None = None, dtype: torch.dtype = torch.float32) -> float:
     """Measured wall-clock seconds per unit physical time of the n^2 DNS on a batch of
     ``batch`` random fields (the whole batch, torch threads as currently set)."""
+    solver = Kolmogorov2D(n, nu=nu, drag=drag, forcing_amplitude=forcing_amplitude,
+                          forcing_wavenumber=forcing_wavenumber, dt=dt)
+    return _seconds_per_time_unit(solver, batch, duration, dtype)
+
+
+def les_seconds_per_time_unit(n: int = 32, batch: int = 1, duration: float = 2.0, *,
+                              closure: EddyViscosityClosure, nu: float = 1e-3, drag: float = 0.1,
+                              forcing_amplitude: float = 4.0, forcing_wavenumber: int = 4,
+                              dt: float | None = None, dealias: str = "three_halves",
+                              dtype: torch.dtype = torch.float32) -> float:
+    """Measured wall-clock seconds per unit physical time of the n^2 LES with ``closure`` (as run
+    by :func:`les_rollout`) on a batch of ``batch`` random fields."""
+    _check_closure(closure)
+    solver = Kolmogorov2D(n, nu=nu, drag=drag, forcing_amplitude=forcing_amplitude,
+                          forcing_wavenumber=forcing_wavenumber, dt=dt, dealias=dealias, closure=closure)
+    return _seconds_per_time_unit(solver, batch, duration, dtype)
+
+
+def _seconds_per_time_unit(solver: Kolmogorov2D, batch: int, duration: float, dtype: torch.dtype) -> float:
+    """Wall-clock seconds per unit physical time of ``solver`` on ``batch`` random fields."""
     _check_positive_int("batch", batch)
     if not duration > 0:
         raise ValueError(f"duration must be > 0, got {duration}")
-    solver = Kolmogorov2D(n, nu=nu, drag=drag, forcing_amplitude=forcing_amplitude,
-                          forcing_wavenumber=forcing_wavenumber, dt=dt)
-    w = random_initial_vorticity(batch, n, torch.Generator().manual_seed(0), dtype=dtype)
+    w = random_initial_vorticity(batch, solver.n, torch.Generator().manual_seed(0), dtype=dtype)
     w = solver.advance(w, solver.dt)  # warm-up: operators built, FFT plans made
     start = time.perf_counter()
     solver.advance(w, duration)

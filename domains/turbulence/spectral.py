@@ -5,6 +5,9 @@ Vorticity form on the periodic box [0, 2pi)^2:
     dw/dt + u . grad(w) = nu lap(w) - alpha w + f,   u = (d psi/dy, -d psi/dx),   -lap(psi) = w,
     f(x, y) = A cos(k_f y).
 
+An LES adds the curl of the divergence of an eddy-viscosity stress, curl div(2 nu_t S), with
+nu_t from a closure of :mod:`flowsci_domains.turbulence.les` (``Kolmogorov2D(closure=...)``).
+
 The vorticity forcing A cos(k_f y) is the curl of the body force -(A / k_f) sin(k_f y) e_x,
 i.e. the "sin(4y) forcing" of Kolmogorov flow up to sign and scale.
 
@@ -23,6 +26,8 @@ import operator
 
 import torch
 from tqdm import tqdm
+
+from flowsci_domains.turbulence.les import EddyViscosityClosure
 
 # Default time step: dt = COURANT * dx / VELOCITY_SCALE with dx = 2 pi / n; VELOCITY_SCALE is
 # the typical peak speed of the default flow's statistically steady state (nu = 1e-3,
@@ -154,6 +159,13 @@ class Kolmogorov2D:
     is evaluated pseudo-spectrally in the form u.grad(w) = d_x d_y (v^2 - u^2) + (d_x^2 - d_y^2)(uv)
     (an identity for divergence-free u; two inverse and two forward transforms per stage).
 
+    ``closure`` (an :class:`~flowsci_domains.turbulence.les.EddyViscosityClosure`) makes the
+    solver an LES: the term curl div(2 nu_t S) joins the advection term in every RK4 stage
+    (explicit; the integrating factor still holds nu and the drag only). The stress is formed on
+    the product grid from the kept modes and truncated like the advection products (not an exact
+    Galerkin truncation: nu_t is not a polynomial of w); nu_t uses Delta = dx = 2 pi / n. The
+    explicit term limits dt roughly to 2.8 / (max nu_t * max |k|^2).
+
     ``dt=None`` picks dt = dx / 4 with dx = 2 pi / n: Courant number 1 for the peak speed 4
     of the default flow (largest |u| measured in its statistically steady state is about 5;
     the classical RK4 limit is reached near dt = 0.017 at n = 128).
@@ -162,7 +174,8 @@ class Kolmogorov2D:
 
     def __init__(self, n: int = 128, nu: float = 1e-3, drag: float = 0.1,
                  forcing_amplitude: float = 4.0, forcing_wavenumber: int = 4,
-                 dt: float | None = None, dealias: str = "two_thirds") -> None:
+                 dt: float | None = None, dealias: str = "two_thirds",
+                 closure: EddyViscosityClosure | None = None) -> None:
         n = _integer("n", n)
         if n < 4:
             raise ValueError(f"n must be an integer >= 4, got {n!r}")
@@ -180,12 +193,16 @@ class Kolmogorov2D:
                              f"(the largest kept wavenumber at n={n}), got {forcing_wavenumber!r}")
         if dt is not None and not dt > 0:
             raise ValueError(f"dt must be > 0 or None, got {dt}")
+        if closure is not None and not isinstance(closure, EddyViscosityClosure):
+            raise ValueError(f"closure must be an EddyViscosityClosure (e.g. Smagorinsky(c=0.1)) or None, "
+                             f"got {closure!r}")
         self.n = n
         self.nu = float(nu)
         self.drag = float(drag)
         self.forcing_amplitude = float(forcing_amplitude)
         self.forcing_wavenumber = forcing_wavenumber
         self.dealias = dealias
+        self.closure = closure
         self.dt = float(dt) if dt is not None else COURANT * (2 * math.pi / n) / VELOCITY_SCALE
         self._cache: dict[tuple[float, torch.dtype, torch.device], _Operators] = {}
 
@@ -212,7 +229,24 @@ class Kolmogorov2D:
         onto the kept modes, the product dealiased."""
         self._check_field(w)
         ops = self._operators(self.dt, w.dtype, w.device)
-        return -self._inverse(self._tendency(self._forward(w), ops), self.n)
+        return -self._inverse(self._tendency(self._forward(w), ops, with_closure=False), self.n)
+
+    def eddy_viscosity(self, w: torch.Tensor) -> torch.Tensor:
+        """The closure's eddy viscosity nu_t (..., n, n) of w (..., n, n) projected onto the kept
+        modes, evaluated on the n x n grid (the time step evaluates it on the product grid)."""
+        self._check_closure()
+        self._check_field(w)
+        ops = self._operators(self.dt, w.dtype, w.device)
+        return self._strain_and_eddy_viscosity(self._forward(w), ops, self.n)[1]
+
+    def sgs_tendency(self, w: torch.Tensor) -> torch.Tensor:
+        """The closure's term curl div(2 nu_t S) (..., n, n) of w (..., n, n) as the solver
+        evaluates it (w projected onto the kept modes, the stress truncated to them)."""
+        self._check_closure()
+        self._check_field(w)
+        ops = self._operators(self.dt, w.dtype, w.device)
+        fluxes = self._sgs_fluxes(self._forward(w), ops)
+        return self._inverse(self._flux_curl(self._forward(fluxes), ops), self.n)
 
     # ------------------------------------------------------------------------ time stepping
     def step(self, w_hat: torch.Tensor, dt: float | None = None) -> torch.Tensor:
@@ -256,6 +290,10 @@ class Kolmogorov2D:
         if w.dtype not in (torch.float32, torch.float64):
             raise ValueError(f"w must be float32 or float64, got {w.dtype}")
 
+    def _check_closure(self) -> None:
+        if self.closure is None:
+            raise ValueError("this Kolmogorov2D has no closure; pass closure=... (e.g. Smagorinsky(c=0.1))")
+
     def _forward(self, w: torch.Tensor) -> torch.Tensor:
         """(..., s, s) on any grid s >= 2K + 1 -> (..., K + 1, 2K + 1): rfft over y, keep
         k_y <= K, fft over x, keep |k_x| <= K."""
@@ -274,12 +312,41 @@ class Kolmogorov2D:
         rows = torch.fft.ifft(padded, dim=-1, norm="forward").transpose(-1, -2)
         return torch.fft.irfft(rows, n=n, dim=-1, norm="forward")
 
-    def _tendency(self, w_hat: torch.Tensor, ops: _Operators) -> torch.Tensor:
-        """-(u . grad w) on the kept modes, (..., K + 1, 2K + 1)."""
+    def _tendency(self, w_hat: torch.Tensor, ops: _Operators, with_closure: bool = True) -> torch.Tensor:
+        """-(u . grad w), plus curl div(2 nu_t S) with a closure, on the kept modes (..., K + 1, 2K + 1)."""
         psi_hat = w_hat * ops.inv_k2
         u, v = self._inverse(torch.stack([1j * ops.ky * psi_hat, -1j * ops.kx * psi_hat]), self.product_grid)
-        products = self._forward(torch.stack([v * v - u * u, u * v]))
+        fluxes = torch.stack([v * v - u * u, u * v])
+        if with_closure and self.closure is not None:
+            fluxes = fluxes + self._sgs_fluxes(w_hat, ops)
+        return self._flux_curl(self._forward(fluxes), ops)
+
+    @staticmethod
+    def _flux_curl(products: torch.Tensor, ops: _Operators) -> torch.Tensor:
+        """-(d_x d_y P_0 + (d_x^2 - d_y^2) P_1) of the kept modes of the fluxes P (2, ..., K + 1, 2K + 1):
+        -(u . grad w) for P = (v^2 - u^2, uv)."""
         return ops.kx * ops.ky * products[0] + (ops.kx ** 2 - ops.ky ** 2) * products[1]
+
+    def _strain_and_eddy_viscosity(self, w_hat: torch.Tensor, ops: _Operators,
+                                   grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Strain components (s_n, s_s) = (2 S_11, 2 S_12) (2, ..., grid, grid) and the closure's
+        nu_t (..., grid, grid) on the grid x grid points, from the kept modes w_hat."""
+        psi_hat = w_hat * ops.inv_k2
+        # d_x u = psi_xy and d_y u + d_x v = psi_yy - psi_xx
+        spectral = [-2 * ops.kx * ops.ky * psi_hat, (ops.kx ** 2 - ops.ky ** 2) * psi_hat]
+        if self.closure.uses_vorticity_gradient:
+            spectral += [1j * ops.kx * w_hat, 1j * ops.ky * w_hat]
+        fields = self._inverse(torch.stack(spectral), grid)
+        strain = fields[:2]
+        gradient = fields[2:].square().sum(dim=0).sqrt() if self.closure.uses_vorticity_gradient else None
+        nu_t = self.closure.eddy_viscosity(strain.square().sum(dim=0).sqrt(), gradient, 2 * math.pi / self.n)
+        return strain, nu_t
+
+    def _sgs_fluxes(self, w_hat: torch.Tensor, ops: _Operators) -> torch.Tensor:
+        """(2 nu_t s_n, -nu_t s_s) (2, ..., M, M) on the product grid: added to the fluxes
+        (v^2 - u^2, uv), :meth:`_flux_curl` turns them into curl div(2 nu_t S)."""
+        strain, nu_t = self._strain_and_eddy_viscosity(w_hat, ops, self.product_grid)
+        return torch.stack([2 * nu_t * strain[0], -nu_t * strain[1]])
 
     def _operators(self, dt: float, dtype: torch.dtype, device: torch.device) -> _Operators:
         key = (dt, dtype, torch.device(device))
