@@ -201,8 +201,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def _load_run(args: argparse.Namespace):
     """(run, cfg, domain, data, model, checkpoint step) of a run directory; the domain is built
-    for this command."""
+    for this command, the model compiled with the run's train.compile (or its override)."""
     from flowsci.checkpoint import latest_checkpoint, load_checkpoint, load_model
+    from flowsci.compile import compile_model
     from flowsci.registry import create_domain
     from flowsci.runs import open_run
 
@@ -210,7 +211,7 @@ def _load_run(args: argparse.Namespace):
     cfg = run.load_config(args.overrides)
     path = Path(args.checkpoint) if args.checkpoint else latest_checkpoint(run.checkpoints)
     step = int(load_checkpoint(path)["step"])
-    model = load_model(path, ema=cfg.eval.use_ema)
+    model = compile_model(load_model(path, ema=cfg.eval.use_ema), cfg.train.compile)[0]
     domain = create_domain(cfg.domain)
     return run, cfg, domain, domain.build_data(cfg), model, step
 

@@ -3,8 +3,8 @@
 AdamW with warm-up + cosine/constant schedule, then optionally an L-BFGS phase (PINNs), EMA,
 gradient clipping, periodic evaluation and figures, CSV (and optional TensorBoard) metrics, a
 NaN/inf guard, atomic checkpoints with every state needed to continue bit-for-bit (CPU, same
-seed), and DistributedDataParallel under torchrun. The Trainer builds the run's domain and owns
-it for the whole run.
+seed), DistributedDataParallel under torchrun and ``train.compile`` (torch.compile). The Trainer
+builds the run's domain and owns it for the whole run.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from flowsci.checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from flowsci.compile import compile_model
 from flowsci.config import Config, TrainConfig, save_config
 from flowsci.data.lifecycle import ensure_data, generates_data
 from flowsci.distributed import DistContext, init_from_env, shutdown
@@ -141,9 +142,15 @@ class Trainer:
             lr_factor, warmup=self.tc.warmup_steps, total=self.tc.steps, schedule=self.tc.schedule,
             min_ratio=self.tc.min_lr_ratio))
         self.ema = ema_model(self.model, self.tc.ema) if self.tc.ema > 0 else None
+        # train.compile: the model is compiled, then wrapped by DDP (torch's documented order);
+        # self.model stays the plain module for checkpoints, the EMA and the optimizers
+        self.compiled, self.compile_state = compile_model(self.model, self.tc.compile)
+        self.eval_compiled = (compile_model(self.ema.module, self.tc.compile, self.compile_state)[0]
+                              if self.ema is not None and cfg.eval.use_ema else self.compiled)
         self.wrapped = (torch.nn.parallel.DistributedDataParallel(
-            self.model, device_ids=[self.device] if self.device.type == "cuda" else None)
-            if ctx.enabled else self.model)
+            self.compiled, device_ids=[self.device] if self.device.type == "cuda" else None)
+            if ctx.enabled else self.compiled)
+        self.compile_seconds: float | None = None  # the first compiled step of this process
         self.step = 0
         seed_everything(cfg.seed + 1_000_003 * ctx.rank)  # independent noise per process
         if resume:
@@ -248,8 +255,9 @@ class Trainer:
     # --- evaluation ----------------------------------------------------------------------
 
     def eval_model(self) -> torch.nn.Module:
-        """The EMA weights when enabled (and eval.use_ema), otherwise the trained weights."""
-        return self.ema.module if self.ema is not None and self.cfg.eval.use_ema else self.model
+        """The EMA weights when enabled (and eval.use_ema), otherwise the trained weights;
+        compiled with train.compile."""
+        return self.eval_compiled
 
     def evaluate(self, figures_dir: Path | None, with_metrics: bool = True) -> dict[str, float]:
         """Domain metrics and/or figures on rank 0, with fixed evaluation seeds."""
@@ -319,23 +327,25 @@ class Trainer:
         """One optimizer step with logging, periodic evaluation and checkpoints."""
         tc = self.tc
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        compiling = self.compile_state.active and self.compile_seconds is None
         started = time.perf_counter()
-        if self.step < tc.steps:
-            mean_loss, grad_norm, logs = self._first_order_step(batch)
-            lr = self.scheduler.get_last_lr()[0]
-        else:
-            mean_loss, grad_norm, logs = self.lbfgs.step(
-                lambda: self.objective.loss(self.wrapped, batch), self.step + 1)
-            lr = tc.lbfgs.lr
+        mean_loss, grad_norm, logs, lr = (self._first_compiled_step(batch) if compiling
+                                          else self._optimizer_step(batch))
         self.step += 1
-        self.train_seconds += time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.train_seconds += elapsed  # compilation included: it is part of the run's cost
         bar.update(1)
+        if compiling:
+            self.compile_seconds = elapsed
+            if self.log is not None:
+                self.log.write(self.step, "train", {"compile_seconds": elapsed})
+            self._clock = (time.perf_counter(), self.step)  # seconds_per_step leaves compilation out
         if self.step % tc.log_every == 0 and self.log is not None:
             clock, since = self._clock
-            per_step = (time.perf_counter() - clock) / (self.step - since)
-            self.log.write(self.step, "train", {"loss": mean_loss, "lr": lr, "grad_norm": grad_norm,
-                                                "seconds_per_step": per_step,
-                                                "train_seconds": self.train_seconds, **logs})
+            values = {"loss": mean_loss, "lr": lr, "grad_norm": grad_norm}
+            if self.step > since:
+                values["seconds_per_step"] = (time.perf_counter() - clock) / (self.step - since)
+            self.log.write(self.step, "train", {**values, "train_seconds": self.train_seconds, **logs})
             bar.set_postfix(loss=f"{mean_loss:.4g}")
             self._clock = (time.perf_counter(), self.step)
         if self.step == tc.total_steps or self.lbfgs.converged:
@@ -360,6 +370,29 @@ class Trainer:
         if with_metrics or with_figures or with_checkpoint:
             self._clock = (time.perf_counter(), self.step)  # seconds_per_step counts training only
 
+    def _optimizer_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, float], float]:
+        """One AdamW step or L-BFGS iteration; returns (mean loss, gradient norm, logs, learning rate)."""
+        if self.step < self.tc.steps:
+            return *self._first_order_step(batch), self.scheduler.get_last_lr()[0]
+        return (*self.lbfgs.step(lambda: self.objective.loss(self.wrapped, batch), self.step + 1),
+                self.tc.lbfgs.lr)
+
+    def _first_compiled_step(self, batch: dict[str, torch.Tensor]
+                             ) -> tuple[float, float, dict[str, float], float]:
+        """The first step of this process through the compiled model (compilation included). A
+        step that fails compiled but succeeds eagerly, with the same random numbers, continues
+        eagerly: a failure in the backward pass, such as a double backward (PINN residuals),
+        which torch.compile does not support."""
+        state = rng_state()
+        try:
+            return self._optimizer_step(batch)
+        except Exception as exc:
+            def eager_step() -> tuple[float, float, dict[str, float], float]:
+                set_rng_state(state)
+                return self._optimizer_step(batch)
+
+            return self.compile_state.retry_eagerly(exc, eager_step)
+
     def _first_order_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, float]]:
         """One AdamW step; returns (mean loss over processes, gradient norm, objective logs)."""
         tc = self.tc
@@ -380,6 +413,8 @@ class Trainer:
     def _cost_metrics(self) -> dict[str, float]:
         """Training cost of the run and, after an L-BFGS phase, the metrics at its start."""
         cost = {"train_seconds": self.train_seconds}
+        if self.compile_seconds is not None:
+            cost["compile_seconds"] = self.compile_seconds
         if self.tc.lbfgs.steps > 0:
             cost["lbfgs_iterations"] = float(max(0, self.step - self.tc.steps))
             cost["lbfgs_converged"] = float(self.lbfgs.converged)
