@@ -2,9 +2,10 @@
 
 Data: a pseudo-spectral DNS at ``n_dns``² filtered to ``n_les``² (the "fDNS"), N trajectories
 × T snapshots of vorticity, split by trajectory. Models: any registered operator
-(``ifactformer_m``, ``ifactformer_o``, ``fno``, ``ifno``) wrapped with the training split's
-per-channel normalisation. Objectives: ``one_step`` (relative L2, deterministic) or
-``flow_matching`` (the engine's conditional flow matching, a probabilistic surrogate).
+(``ifactformer_m``, ``ifactformer_o``, ``fno``, ``ifno``, the solver-in-the-loop
+``hybrid_solver``) wrapped with the training split's per-channel normalisation. Objectives:
+``one_step`` (relative L2, deterministic) or ``flow_matching`` (the engine's conditional flow
+matching, a probabilistic surrogate).
 Evaluation rolls the surrogate out autoregressively from test initial states and compares
 its statistics with the filtered DNS.
 
@@ -40,9 +41,11 @@ from flowsci.data.lifecycle import LOADER_KEYS
 from flowsci.errors import ConfigError, DataError
 from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
 from flowsci.plugins import DomainBase, Evaluation, build_model
+from flowsci.registry import model_parameters
 from flowsci_domains.turbulence import figures as plots
 from flowsci_domains.turbulence.ensemble_scores import crps, spread_skill_ratio
 from flowsci_domains.turbulence.generate import dns_seconds_per_time_unit, generate_kolmogorov
+from flowsci_domains.turbulence.hybrid import DATA_ARGUMENTS
 from flowsci_domains.turbulence.objectives import FlowOneStepObjective, OneStepObjective, relative_l2
 from flowsci_domains.turbulence.rollout import ensemble_rollout, flow_step, rollout, seconds_per_step
 from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, kinetic_energy
@@ -254,14 +257,43 @@ class Turbulence(DomainBase):
     # --- model and objective -------------------------------------------------------------
 
     def build_model(self, cfg: Config) -> torch.nn.Module:
-        for reserved in ("in_channels", "out_channels"):
+        """The registered operator inside the surrogate wrapper with the training split's
+        normalisation. A model coupled to the coarse solver (its constructor takes every one of
+        :data:`~flowsci_domains.turbulence.hybrid.DATA_ARGUMENTS`, e.g. ``hybrid_solver``) also
+        gets the data's grid, physics and normalisation from :meth:`solver_arguments`."""
+        coupled = set(DATA_ARGUMENTS) <= set(model_parameters(cfg.model.name))
+        for reserved in ("in_channels", "out_channels", *(DATA_ARGUMENTS if coupled else ())):
             if reserved in cfg.model.params:
                 raise ConfigError(f"model.{reserved} is set by the turbulence domain from the data "
                                   "(and the objective); remove it from the config")
+        operator = {"name": cfg.model.name, **cfg.model.params}
+        if coupled:
+            operator.update(self.solver_arguments(cfg))
         mean, std = self.statistics(cfg)
         wrapper = "one_step_surrogate" if cfg.objective.kind == "one_step" else "flow_surrogate"
-        operator = {"name": cfg.model.name, **cfg.model.params}
         return build_model(wrapper, {"operator": operator, "mean": mean, "std": std})
+
+    def solver_arguments(self, cfg: Config) -> dict[str, Any]:
+        """Plain constructor arguments of a solver-coupled model: the data's grid size ``n``, Δ,
+        ν, drag and forcing (the data file's generation attributes; ``data:`` where the file has
+        none) and the normalisation ``mean``, ``std`` of :meth:`statistics`."""
+        model = cfg.model.name
+        if not isinstance(cfg.data, TurbulenceData):
+            raise ConfigError(f"model.name={model!r} runs the 2-D Kolmogorov solver; the {self.name} domain "
+                              "has other physics")
+        if cfg.objective.kind != "one_step":
+            raise ConfigError(f"model.name={model!r} is a deterministic one-step model; it needs "
+                              f"objective.kind=one_step, got {cfg.objective.kind!r}")
+        meta = read_meta(self.data_file(cfg))
+        mean, std = self.statistics(cfg)
+
+        def setting(key: str) -> Any:
+            return meta.attrs.get(key, getattr(cfg.data, key))
+
+        return {"n": int(meta.fields[FIELD].shape[-1]), "snapshot_dt": float(setting("snapshot_dt")),
+                "nu": float(setting("nu")), "drag": float(setting("drag")),
+                "forcing_amplitude": float(setting("forcing_amplitude")),
+                "forcing_wavenumber": int(setting("forcing_wavenumber")), "mean": mean, "std": std}
 
     def build_objective(self, cfg: Config) -> OneStepObjective | FlowOneStepObjective:
         if cfg.objective.kind == "one_step":

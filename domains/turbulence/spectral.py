@@ -261,12 +261,15 @@ class Kolmogorov2D:
         d = self._tendency(e2 * w_hat + ops.forced_full + h * e1 * c, ops)
         return e2 * w_hat + ops.forced_full + (h / 6) * (e2 * a + 2 * e1 * (b + c) + d)
 
-    def advance(self, w: torch.Tensor, duration: float, progress: bool = False) -> torch.Tensor:
+    def advance(self, w: torch.Tensor, duration: float, progress: bool = False,
+                check_finite: bool = True) -> torch.Tensor:
         """Integrate w (B, n, n) over ``duration`` in ceil(duration / dt) equal steps.
 
         When duration is not a multiple of dt the step is shrunk for this call so that the end
         time is hit exactly. The initial field is first projected onto the kept modes.
-        Returns (B, n, n) in w's dtype.
+        Returns (B, n, n) in w's dtype. Pure torch operations: differentiable with respect to w.
+        A non-finite result raises FloatingPointError; with ``check_finite=False`` it is returned
+        (a surrogate's rollout keeps going so that its statistics report the blow-up).
         """
         self._check_field(w)
         if duration < 0:
@@ -277,7 +280,7 @@ class Kolmogorov2D:
         for _ in tqdm(range(n_steps), desc="Kolmogorov2D", unit="step", disable=not progress):
             w_hat = self.step(w_hat, h)
         w_end = self._inverse(w_hat, self.n)
-        if not torch.isfinite(w_end).all():
+        if check_finite and not torch.isfinite(w_end).all():
             raise FloatingPointError(f"Kolmogorov2D became unstable (non-finite vorticity) with dt={h:.4g}; "
                                      f"pass a smaller dt")
         return w_end
