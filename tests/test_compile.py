@@ -57,6 +57,7 @@ def test_compiled_model_matches_eager_in_outputs_and_gradients():
     assert compiled.flowsci_spec == model.flowsci_spec  # attributes come from the model
 
 
+@pytest.mark.slow  # two cold compilations (training and evaluation graphs): ~20-40 s
 @needs_compiler
 def test_compiled_training_checkpoint_loads_eagerly(tmp_path):
     cfg = load_config(TOY2D_YAML, [*SMALL, "train.steps=3", "train.compile=true"])

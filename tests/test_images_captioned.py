@@ -4,14 +4,13 @@ images with known answers, and ``flowsci sample --prompt``."""
 
 from __future__ import annotations
 
-import subprocess
-
 import numpy as np
 import pytest
 import torch
-from conftest import FLOWSCI, REPO, subprocess_env
+from conftest import REPO
 
 from flowsci.checkpoint import load_model
+from flowsci.cli import main
 from flowsci.config import load_config
 from flowsci.errors import ConfigError
 from flowsci.registry import create_domain
@@ -95,21 +94,19 @@ def test_scores_of_real_images_with_known_answers(attribute_run):
     assert swapped["relation_accuracy"] < 0.2 and swapped["swapped"] > 0.6
 
 
-def test_sample_with_a_prompt_writes_images_and_a_grid(attribute_run):
+def test_sample_with_a_prompt_writes_images_and_a_grid(attribute_run, capsys):
     _, result = attribute_run
     run = result.run_dir
     out = run / "prompt.npz"
     prompt = "a thick seven leaning right"
-    done = subprocess.run([FLOWSCI, "sample", str(run), "--prompt", prompt, "-n", "6", "--out", str(out)],
-                          capture_output=True, text=True, env=subprocess_env(), timeout=300)
-    assert done.returncode == 0, done.stderr
+    assert main(["sample", str(run), "--prompt", prompt, "-n", "6", "--out", str(out)]) == 0
     with np.load(out) as arrays:
         assert arrays["images"].shape == (6, 1, 8, 8)
         assert VOCABULARY.decode(torch.from_numpy(arrays["tokens"][:1])) == [prompt]
     assert out.with_suffix(".png").stat().st_size > 1000
-    bad = subprocess.run([FLOWSCI, "sample", str(run), "--prompt", "a purple seven"], capture_output=True,
-                         text=True, env=subprocess_env(), timeout=300)
-    assert bad.returncode != 0 and "unknown words ['purple']" in bad.stderr and "thick" in bad.stderr
+    assert main(["sample", str(run), "--prompt", "a purple seven"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown words ['purple']" in err and "thick" in err
 
 
 def test_relations_canvas_run(tmp_path):
