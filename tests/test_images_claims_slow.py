@@ -56,10 +56,10 @@ def test_logit_normal_timesteps_are_no_worse_than_uniform_at_few_steps():
 
 
 @pytest.mark.xfail(strict=True, reason=(
-    "not reproduced at CPU scale: after 2 000 steps (batch 64, 0.34 M parameters each) MM-DiT's relation "
-    "accuracy is 0.066 against the pooled-caption DiT's 0.014 (+5.2 points, not +10), and neither draws "
-    "clean digits yet (per-half class accuracy 0.24 and 0.12; FD of the halves 165 and 213); "
-    "docs/benchmarks.md"))
+    "not reproduced at CPU scale: after 4 000 steps (batch 64, 0.34 M parameters each) MM-DiT's relation "
+    "accuracy is 0.126 against the pooled-caption DiT's 0.088 (+3.8 points, not +10; +5.2 after 2 000 "
+    "steps), and neither draws clean digits yet (per-half class accuracy 0.34 and 0.29; FD of the halves "
+    "110 and 121); docs/benchmarks.md"))
 def test_mmdit_reads_relations_better_than_a_pooled_caption_dit():
     """`python bench/images_relations.py`: relation accuracy after 20 Euler steps."""
     table = result("images_relations")["table"]
