@@ -10,7 +10,7 @@ accuracy, relation accuracy (both digits where the caption put them), swapped ra
 training phrasings and a held-out one, and the Fréchet classifier distance of the halves (not
 FID). Writes ``bench/results/images_relations.{json,md,png}``.
 
-    python bench/images_relations.py [--seeds 0] [--train-steps 2000] [--jobs 2]
+    python bench/images_relations.py [--seeds 0] [--train-steps 4000] [--jobs 2]
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def figure(result: dict) -> Figure:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--train-steps", type=int, default=2000)
+    parser.add_argument("--train-steps", type=int, default=4000)
     parser.add_argument("--jobs", type=int, default=2, help="parallel training processes (one thread each)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "images_relations.json")
     args = parser.parse_args()
