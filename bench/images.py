@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import time
 from pathlib import Path
 
 import torch
+from images_common import write_result
 from matplotlib.figure import Figure
 
 import flowsci
-from flowsci.atomic import atomic_open, atomic_write_text
 from flowsci.checkpoint import load_model
 from flowsci.plugins import Evaluation
 from flowsci.registry import create_domain
@@ -99,12 +98,7 @@ def main() -> None:
     result = {"run": str(run), "command": command,
               "threads": args.threads, "machine": platform.platform(), "torch": torch.__version__,
               "fixed": fixed, "rows": rows}
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
-    with atomic_open(args.out.with_suffix(".png"), "wb") as fh:
-        figure(result).savefig(fh, format="png", dpi=120, bbox_inches="tight")
-    print(markdown(result), end="")
-    print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")
+    write_result(args.out, result, markdown(result), figure(result))
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ combination) to ``bench/results/images_attributes.png``.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from pathlib import Path
 
 import torch
+from images_common import write_result
 
 import flowsci
-from flowsci.atomic import atomic_open, atomic_write_text
 from flowsci.checkpoint import load_model
 from flowsci.plugins import Evaluation
 from flowsci.registry import create_domain
@@ -68,12 +67,7 @@ def main() -> None:
               + (f" --run {args.run}" if args.run else ""), "threads": args.threads,
               "machine": platform.platform(), "torch": torch.__version__, "nfe": cfg.sample.steps,
               "guidance": cfg.sample.guidance, "config": cfg.to_dict(), "metrics": evaluation.metrics}
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
-    with atomic_open(args.out.with_suffix(".png"), "wb") as fh:
-        figure.savefig(fh, format="png", dpi=120, bbox_inches="tight")
-    print(markdown(result), end="")
-    print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")
+    write_result(args.out, result, markdown(result), figure)
 
 
 if __name__ == "__main__":

@@ -23,14 +23,12 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+from images_common import prepare, write_result
 from matplotlib.figure import Figure
 
 import flowsci
-from flowsci.atomic import atomic_open, atomic_write_text
+from flowsci.atomic import atomic_write_text
 from flowsci.checkpoint import load_model
-from flowsci.config import Config
-from flowsci.data.lifecycle import ensure_data
-from flowsci.registry import create_domain
 from flowsci.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,13 +60,6 @@ def train_one(model: str, seed: int, train_steps: int, root: Path) -> dict:
     accuracy = result.metrics["relation_accuracy_nfe20"]
     print(f"{model} seed {seed}: relation accuracy {accuracy:.3f}", flush=True)
     return row
-
-
-def prepare(cfg: Config) -> None:
-    """Make the data file and its feature classifier once, before the parallel runs."""
-    domain = create_domain(cfg.domain)
-    ensure_data(domain, cfg, progress=False)
-    domain.classifier(cfg, domain.build_data(cfg))
 
 
 def column(metrics: dict, name: str, nfe: int) -> float:
@@ -141,12 +132,7 @@ def main() -> None:
               "machine": platform.platform(), "torch": torch.__version__, "train_steps": args.train_steps,
               "seeds": args.seeds, "nfe": cfg.sample.steps, "guidance": cfg.sample.guidance,
               "models": MODELS, "table": summarise(rows, cfg.sample.steps), "runs": rows}
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
-    with atomic_open(args.out.with_suffix(".png"), "wb") as fh:
-        figure(result).savefig(fh, format="png", dpi=120, bbox_inches="tight")
-    print(markdown(result), end="")
-    print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")
+    write_result(args.out, result, markdown(result), figure(result))
 
 
 if __name__ == "__main__":

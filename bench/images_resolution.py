@@ -26,12 +26,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+from images_common import prepare, write_result
 from matplotlib.figure import Figure
 
 import flowsci
-from flowsci.atomic import atomic_open, atomic_write_text
-from flowsci.data.lifecycle import ensure_data
-from flowsci.registry import create_domain
+from flowsci.atomic import atomic_write_text
 from flowsci.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -116,9 +115,7 @@ def main() -> None:
     nfe = sorted(args.nfe)
     base = base_run(args.base, nfe)
     cfg = flowsci.load_config(YAML, [f"domain.resolution={TARGET}"])
-    domain = create_domain("images")
-    ensure_data(domain, cfg, progress=False)
-    domain.classifier(cfg, domain.build_data(cfg))  # once, before the parallel fine-tunes
+    prepare(cfg)  # the 28×28 data and classifier, once, before the parallel fine-tunes
     shift = math.sqrt(TARGET**2 / BASE**2)
     variants = [("no shift", 1.0), ("SD3 shift", shift)]
     root = REPO / "runs" / "bench_resolution"
@@ -130,12 +127,7 @@ def main() -> None:
               "machine": platform.platform(), "torch": torch.__version__, "base": str(base),
               "finetune_steps": args.finetune_steps, "nfe": nfe, "fd_real": rows[0]["metrics"]["fd_real"],
               "rows": rows}
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
-    with atomic_open(args.out.with_suffix(".png"), "wb") as fh:
-        figure(result).savefig(fh, format="png", dpi=120, bbox_inches="tight")
-    print(markdown(result), end="")
-    print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")
+    write_result(args.out, result, markdown(result), figure(result))
 
 
 if __name__ == "__main__":

@@ -23,13 +23,11 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
+from images_common import prepare, write_result
 from matplotlib.figure import Figure
 
 import flowsci
-from flowsci.atomic import atomic_open, atomic_write_text
-from flowsci.config import Config
-from flowsci.data.lifecycle import ensure_data
-from flowsci.registry import create_domain
+from flowsci.atomic import atomic_write_text
 from flowsci.training import train
 
 REPO = Path(__file__).resolve().parents[1]
@@ -60,13 +58,6 @@ def train_one(sampler: str, seed: int, train_steps: int, nfe: list[int], root: P
     fd = "  ".join(f"FD@{k} {result.metrics[f'fd_nfe{k}']:.3g}" for k in nfe)
     print(f"{sampler} seed {seed}: {fd}", flush=True)
     return row
-
-
-def prepare(cfg: Config) -> None:
-    """Make the data file and its feature classifier once, before the parallel runs."""
-    domain = create_domain(cfg.domain)
-    ensure_data(domain, cfg, progress=False)
-    domain.classifier(cfg, domain.build_data(cfg))
 
 
 def summarise(rows: list[dict], nfe: list[int]) -> dict[str, dict[str, list[float]]]:
@@ -139,12 +130,7 @@ def main() -> None:
               "machine": platform.platform(), "torch": torch.__version__, "train_steps": args.train_steps,
               "seeds": args.seeds, "nfe": nfe, "guidance": cfg.sample.guidance,
               "fd_real": rows[0]["metrics"]["fd_real"], "table": summarise(rows, nfe), "runs": rows}
-    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
-    atomic_write_text(args.out.with_suffix(".md"), markdown(result))
-    with atomic_open(args.out.with_suffix(".png"), "wb") as fh:
-        figure(result).savefig(fh, format="png", dpi=120, bbox_inches="tight")
-    print(markdown(result), end="")
-    print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.out.with_suffix('.png')}")
+    write_result(args.out, result, markdown(result), figure(result))
 
 
 if __name__ == "__main__":

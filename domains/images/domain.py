@@ -267,8 +267,7 @@ class Images(DomainBase):
         if cfg.settings.captions == "attributes":
             captions, _ = heldout("attributes", 10, cfg.data.seed)
             return captions, {"tokens": VOCABULARY.encode(captions)}
-        names, cond = self.conditions(cfg, data, min(self.num_classes(data), 10))
-        return names, cond
+        return self.conditions(cfg, data, min(self.num_classes(data), 10))
 
     def test_captions(self, cfg: Config, data: DataSplits) -> CaptionedImages:
         """The captioned test split (as in :meth:`build_data`)."""

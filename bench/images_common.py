@@ -1,0 +1,31 @@
+"""What the images benchmarks share: the data file and its feature classifier made once before
+parallel runs, and the result written as JSON, Markdown and PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from flowsci.atomic import atomic_open, atomic_write_text
+from flowsci.config import Config
+from flowsci.data.lifecycle import ensure_data
+from flowsci.registry import create_domain
+
+
+def prepare(cfg: Config) -> None:
+    """Make the data file of ``cfg`` and its feature classifier (before parallel runs race to)."""
+    domain = create_domain(cfg.domain)
+    ensure_data(domain, cfg, progress=False)
+    domain.classifier(cfg, domain.build_data(cfg))
+
+
+def write_result(out: Path, result: dict, markdown: str, figure: Figure) -> None:
+    """``out`` (JSON), ``out`` .md and .png, atomically; the table is printed."""
+    atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(out.with_suffix(".md"), markdown)
+    with atomic_open(out.with_suffix(".png"), "wb") as fh:
+        figure.savefig(fh, format="png", dpi=120, bbox_inches="tight")
+    print(markdown, end="")
+    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
