@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 from flowsci.atomic import atomic_open, atomic_write_text
 from flowsci.config import Config
@@ -29,3 +30,23 @@ def write_result(out: Path, result: dict, markdown: str, figure: Figure) -> None
         figure.savefig(fh, format="png", dpi=120, bbox_inches="tight")
     print(markdown, end="")
     print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+
+
+def fd_against_steps(curves: dict[str, tuple[list[float], list[float] | None]], nfe: list[int], floor: float,
+                     title: str) -> Figure:
+    """Fréchet classifier distance against the number of Euler steps: one curve per label
+    (means, and standard deviations or None), next to the real-vs-real floor."""
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
+    for label, (means, stds) in curves.items():
+        ax.errorbar(nfe, means, yerr=stds, marker="o", capsize=3, label=label)
+    ax.axhline(floor, color="gray", ls="--", label="floor (val vs test)")
+    ax.set(xlabel="Euler steps", ylabel="Fréchet classifier distance", xscale="log", yscale="log",
+           title=title)
+    ax.set_xticks(nfe, [str(k) for k in nfe])
+    ax.yaxis.set_major_formatter(ScalarFormatter())
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -26,7 +26,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from images_common import prepare, write_result
+from images_common import fd_against_steps, prepare, write_result
 from matplotlib.figure import Figure
 
 import flowsci
@@ -89,19 +89,10 @@ def markdown(result: dict) -> str:
 
 
 def figure(result: dict) -> Figure:
-    fig = Figure(figsize=(5.5, 3.8))
-    ax = fig.subplots()
     nfe = result["nfe"]
-    for row in result["rows"]:
-        ax.plot(nfe, [row["metrics"][f"fd_nfe{k}"] for k in nfe], "o-",
-                label=f"{row['name']} (shift {row['shift']:g})")
-    ax.axhline(result["fd_real"], color="gray", ls="--", label="floor (val vs test)")
-    ax.set(xlabel="Euler steps", ylabel="Fréchet classifier distance", xscale="log", yscale="log",
-           title=f"{BASE}→{TARGET} px fine-tune")
-    ax.set_xticks(nfe, [str(k) for k in nfe])
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    curves = {f"{row['name']} (shift {row['shift']:g})": ([row["metrics"][f"fd_nfe{k}"] for k in nfe], None)
+              for row in result["rows"]}
+    return fd_against_steps(curves, nfe, result["fd_real"], f"{BASE}→{TARGET} px fine-tune")
 
 
 def main() -> None:

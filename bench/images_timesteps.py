@@ -23,7 +23,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from images_common import prepare, write_result
+from images_common import fd_against_steps, prepare, write_result
 from matplotlib.figure import Figure
 
 import flowsci
@@ -91,20 +91,11 @@ def markdown(result: dict) -> str:
 
 
 def figure(result: dict) -> Figure:
-    fig = Figure(figsize=(6, 4))
-    ax = fig.subplots()
     nfe = result["nfe"]
-    for sampler, cols in result["table"].items():
-        means = [cols[f"fd_nfe{k}"][0] for k in nfe]
-        stds = [cols[f"fd_nfe{k}"][1] for k in nfe]
-        ax.errorbar(nfe, means, yerr=stds, marker="o", capsize=3, label=sampler)
-    ax.axhline(result["fd_real"], color="gray", ls="--", label="floor (val vs test)")
-    ax.set(xlabel="Euler steps", ylabel="Fréchet classifier distance", xscale="log", yscale="log",
-           title=f"training timesteps ({result['train_steps']} steps, {len(result['seeds'])} seeds)")
-    ax.set_xticks(nfe, [str(k) for k in nfe])
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    curves = {sampler: ([cols[f"fd_nfe{k}"][0] for k in nfe], [cols[f"fd_nfe{k}"][1] for k in nfe])
+              for sampler, cols in result["table"].items()}
+    return fd_against_steps(curves, nfe, result["fd_real"], f"training timesteps ({result['train_steps']} "
+                            f"steps, {len(result['seeds'])} seeds)")
 
 
 def main() -> None:

@@ -248,18 +248,22 @@ class Images(DomainBase):
 
     # --- conditions and generation ---------------------------------------------------------
 
-    def conditions(self, cfg: Config, data: DataSplits, n: int) -> tuple[list[str], dict[str, torch.Tensor]]:
-        """n conditions to generate for, and their names: labels cycling over the classes, or the
-        test split's captions in turn (none for unconditional runs)."""
+    def conditions(self, cfg: Config, data: DataSplits, n: int,
+                   bins: dict[str, tuple[float, float]] | None = None
+                   ) -> tuple[list[str], dict[str, torch.Tensor], list | None]:
+        """n conditions to generate for, their names, and what each asks for (class labels, or the
+        requests of :func:`captioned_split`; None for unconditional runs): labels cycling over the
+        classes, or the test split's captions in turn. ``bins``: the attribute bins when known."""
         if not cfg.settings.conditional:
-            return [""] * n, {}
+            return [""] * n, {}, None
         if cfg.settings.captions != "none":
-            captions = self.test_captions(cfg, data).captions
-            captions = [captions[i % len(captions)] for i in range(n)]
-            return captions, {"tokens": VOCABULARY.encode(captions)}
+            test = self.test_captions(cfg, data, bins)
+            rows = [i % len(test.captions) for i in range(n)]
+            captions = [test.captions[i] for i in rows]
+            return captions, {"tokens": VOCABULARY.encode(captions)}, [test.requests[i] for i in rows]
         names = data.meta.attrs["class_names"]
         labels = torch.arange(n) % len(names)
-        return [names[k] for k in labels], {"y": labels}
+        return [names[k] for k in labels], {"y": labels}, labels.tolist()
 
     def showcase(self, cfg: Config, data: DataSplits) -> tuple[list[str], dict[str, torch.Tensor]]:
         """Up to 10 conditions for figures: the classes; the held-out attribute combinations in
@@ -267,12 +271,15 @@ class Images(DomainBase):
         if cfg.settings.captions == "attributes":
             captions, _ = heldout("attributes", 10, cfg.data.seed)
             return captions, {"tokens": VOCABULARY.encode(captions)}
-        return self.conditions(cfg, data, min(self.num_classes(data), 10))
+        names, cond, _ = self.conditions(cfg, data, min(self.num_classes(data), 10))
+        return names, cond
 
-    def test_captions(self, cfg: Config, data: DataSplits) -> CaptionedImages:
-        """The captioned test split (as in :meth:`build_data`)."""
+    def test_captions(self, cfg: Config, data: DataSplits,
+                      bins: dict[str, tuple[float, float]] | None = None) -> CaptionedImages:
+        """The captioned test split (as in :meth:`build_data`); ``bins``: the attribute bins when known."""
         arrays = load_split(data.meta.path, "test", [FIELD, "label"])
-        bins = self.caption_bins(data.meta.path) if cfg.settings.captions == "attributes" else {}
+        if bins is None:
+            bins = self.caption_bins(data.meta.path) if cfg.settings.captions == "attributes" else {}
         return captioned_split(cfg.settings.captions, "test", arrays[FIELD].float(), arrays["label"].long(),
                                bins, cfg.data.seed)
 
@@ -327,12 +334,7 @@ class Images(DomainBase):
                                                          .float().mean())}
         mode = cfg.settings.captions
         bins = self.caption_bins(data.meta.path) if mode == "attributes" else {}
-        _, cond = self.conditions(cfg, data, len(test))
-        if mode == "none":
-            requests = cond["y"].tolist() if cond else None
-        else:
-            asked = self.test_captions(cfg, data).requests
-            requests = [asked[i % len(asked)] for i in range(len(test))]
+        _, cond, requests = self.conditions(cfg, data, len(test), bins)
         samples = {}
         for steps in sorted({*e.steps, cfg.sample.steps}):
             images, nfe = self.generate(model, cfg, data, cond, len(test), steps)
@@ -410,7 +412,7 @@ class Images(DomainBase):
     def sample(self, model: torch.nn.Module, data: DataSplits, cfg: Config, n: int
                ) -> dict[str, torch.Tensor]:
         """n images in [0, 1] with their labels or caption tokens."""
-        _, cond = self.conditions(cfg, data, n)
+        _, cond, _ = self.conditions(cfg, data, n)
         images, _ = self.generate(model, cfg, data, cond, n)
         return {"images": (images + 1) / 2, **{("labels" if k == "y" else k): v for k, v in cond.items()}}
 
