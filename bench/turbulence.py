@@ -1,21 +1,24 @@
-"""IFactFormer-m vs -o vs FNO vs IFNO (flowsci) and neuraloperator's FNO on filtered 2-D
-Kolmogorov turbulence, at an equal parameter budget and an equal number of epochs.
+"""The main job's comparison: learned models against classical LES at equal cost, on the default
+regime of domains/turbulence.yaml (ν = 5e-4, drag 0.1, 192² DNS -> 32², Δ = 1).
 
-Every model trains through flowsci's own pipeline (`flowsci_domains.turbulence`, the same
-data, normalisation, relative-L2 loss, optimiser, schedule and batches); neuraloperator's FNO
-enters as a registered model plugin. The baselines' widths are chosen so that their parameter
-count is closest to IFactFormer-m's. Two reference rows need no training: persistence (copy
-u(t) forward) and the coarse solver (the same equations on the 32² grid, no closure).
+Every row is a run of flowsci's own pipeline on the same data, evaluated the same way:
 
-Reports per model: parameters, training seconds per epoch, one-step test relative L2, rollout
-relative L2 at 10/50/300 steps, time-averaged spectrum error for k <= 8 and the spectrum
-ratio range, mean enstrophy ratio, seconds per rollout step (batch 1) and the speed-up over
-the 128² DNS for the same physical time. Writes JSON + Markdown + PNG to --out.
+- classical solvers as ``classical_solver`` models (``train.steps=0``): the 32² solver without
+  closure, Smagorinsky and Leith LES with their coefficient tuned on the validation split (the
+  coefficient with the lowest mean relative L2 over the first ``--tune-steps`` rollout steps
+  from every 5th validation snapshot), the same at 48² and 64² (finer classical solvers, filtered
+  back to 32²), and the DNS restarted from the filtered state (the floor of any closure);
+- learned models trained for the YAML's steps: the solver-in-the-loop hybrid (the main job) and
+  IFactFormer-m alone (its best recipe here: velocity loss, pushforward training).
 
-    python bench/turbulence.py [--epochs 8] [--threads 1] [--out bench/results] [--smoke]
-    python bench/turbulence.py --flow [--epochs 8]   # the flow-matching surrogate: CRPS, spread-skill
+Reports per row: one-step and rollout errors, the correlation time (Kochkov et al. 2021) over
+the test initial conditions, time-averaged spectrum, energy and enstrophy over 50-step and
+300-step rollouts, velocity-profile errors, and the cost per unit physical time at batch 1 and
+batch 16. Writes JSON + Markdown and the Pareto figure (error and correlation time against cost)
+to --out.
 
-neuraloperator is optional (``make bench-deps``); without it its row is skipped with a note.
+    python bench/turbulence.py [--threads 1] [--out bench/results] [--smoke]
+    python bench/turbulence.py --report bench/results/turbulence.json   # table and figure again
 """
 
 from __future__ import annotations
@@ -28,194 +31,111 @@ import sys
 from pathlib import Path
 
 import torch
-import yaml
 from matplotlib.figure import Figure
 
 import flowsci
-from flowsci.config import config_from_dict, load_config
-from flowsci.plugins import build_model, create_domain, register_model
+from flowsci.checkpoint import load_model
+from flowsci.config import load_config
+from flowsci.plugins import create_domain
 from flowsci.training import train
-from flowsci_domains.turbulence.domain import rollout_statistics
-from flowsci_domains.turbulence.generate import coarse_solver_rollout
 from flowsci_domains.turbulence.objectives import relative_l2
-from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy
+from flowsci_domains.turbulence.rollout import rollout
 
 REPO = Path(__file__).resolve().parents[1]
 YAML = REPO / "domains" / "turbulence.yaml"
-ERROR_STEPS = (10, 50, 300)
+CANDIDATES = {"smagorinsky": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3], "leith": [0.1, 0.2, 0.3, 0.4, 0.5, 0.6]}
+SMOKE = ["data.n_trajectories=4", "data.n_val=1", "data.n_test=1", "data.n_snapshots=8", "data.spinup_time=3",
+         "data.spinup_n_dns=null", "data.n_dns=64", "train.steps=4", "eval.rollout_steps=8",
+         "eval.short_statistics_steps=4", "eval.error_steps=[1,5]", "eval.correlation_horizon=5",
+         "eval.timing_repeats=2", "eval.dns_timing_time=0.2", "eval.timing_batch=2", "model.dim=16",
+         "model.n_layer=2", "model.dim_head=8", "model.heads=2"]
 
 
-class NeuralopFNO(torch.nn.Module):
-    """neuraloperator's FNO (grid positional embedding on by default) as a flowsci model.
-
-    Its state_dict carries a pickled '_metadata' entry (init kwargs) that flowsci's
-    weights-only checkpoint loading rejects; the wrapper leaves it out.
-    """
-
-    def __init__(self, in_channels: int, out_channels: int, n_modes: list[int], hidden_channels: int,
-                 n_layers: int = 4):
-        super().__init__()
-        from neuralop.models import FNO
-
-        self.fno = FNO(n_modes=tuple(n_modes), in_channels=in_channels, out_channels=out_channels,
-                       hidden_channels=hidden_channels, n_layers=n_layers)
-
-    def forward(self, u: torch.Tensor) -> torch.Tensor:
-        return self.fno(u)
-
-    def state_dict(self, *args, **kwargs):
-        state = super().state_dict(*args, **kwargs)
-        state.pop("_metadata", None)
-        return state
+def common(args: argparse.Namespace) -> list[str]:
+    """Settings shared by every row."""
+    return [f"train.threads={args.threads}", "train.checkpoint_every=0", *(SMOKE if args.smoke else [])]
 
 
-def parameters(name: str, params: dict) -> int:
-    model = build_model(name, {"in_channels": 1, "out_channels": 1, **params})
-    return sum(p.numel() * (2 if p.is_complex() else 1) for p in model.parameters())
-
-
-def match_width(name: str, fixed: dict, key: str, target: int) -> dict:
-    """``fixed`` plus the value of ``key`` (a width) whose parameter count is closest to target."""
-    counts = {}
-    for width in range(2, 129):
-        try:
-            counts[width] = parameters(name, {**fixed, key: width})
-        except ValueError:  # e.g. IFactFormer needs an even dim
-            continue
-    best = min(counts, key=lambda w: abs(counts[w] - target))
-    return {**fixed, key: best}
-
-
-def model_table(have_neuralop: bool) -> dict[str, tuple[str, dict, list[str]]]:
-    """label -> (registered model, its arguments, extra config overrides)."""
-    reference = {"dim": 48, "heads": 4, "dim_head": 16, "kernel_multiplier": 3, "n_layer": 6}
-    budget = parameters("ifactformer_m", reference)
-    table = {
-        "IFactFormer-m": ("ifactformer_m", reference, []),
-        "IFactFormer-o": ("ifactformer_o", match_width("ifactformer_o", reference, "dim", budget), []),
-        "FNO": ("fno", match_width("fno", {"modes": 6, "n_layers": 4}, "width", budget), []),
-        "IFNO": ("ifno", match_width("ifno", {"modes": 6, "n_layer": 6}, "width", budget), []),
+def rows_to_run(args: argparse.Namespace, data_n_dns: int) -> dict[str, list[str]]:
+    """label -> config overrides; the tuned LES coefficients are filled in by :func:`tune`."""
+    classical = ["model={name: classical_solver}", "train.steps=0"]
+    rows = {
+        "coarse 32² (no closure)": classical,
+        "coarse 64² (no closure)": ["model={name: classical_solver, resolution: 64}", "train.steps=0"],
     }
-    if have_neuralop:
-        table["FNO (neuraloperator)"] = ("neuralop_fno", match_width(
-            "neuralop_fno", {"n_modes": [12, 12], "n_layers": 4}, "hidden_channels", budget), [])
-    return table
+    for resolution in (32, 48, 64):
+        for closure in ("smagorinsky", "leith"):
+            if closure == "leith" and resolution != 32:
+                continue
+            label = f"{closure.capitalize()} {resolution}²"
+            rows[label] = [f"model={{name: classical_solver, closure: {closure}, c: {{c}}, "
+                           f"resolution: {resolution}}}", "train.steps=0"]
+    rows[f"DNS restart {data_n_dns}² (floor)"] = [
+        f"model={{name: classical_solver, resolution: {data_n_dns}, dealias: two_thirds}}", "train.steps=0",
+        "eval.rollout_steps=50"]
+    rows["hybrid: 32² solver + IFactFormer-m"] = []
+    rows["IFactFormer-m alone"] = ["model.name=ifactformer_m", "objective.unroll=3",
+                                   "objective.unroll_gradient=pushforward"]
+    return rows
 
 
-FLOW_TABLE = {"IFactFormer-m + flow matching": (
-    "ifactformer_m", {"dim": 48, "heads": 4, "dim_head": 16, "kernel_multiplier": 3, "n_layer": 6},
-    ["objective.kind=flow_matching", "sample.solver=midpoint", "sample.steps=1", "eval.n_samples=100",
-     "eval.members=8"])}
+def tune(closure: str, resolution: int, args: argparse.Namespace) -> dict[str, float]:
+    """Validation error of each candidate coefficient: the mean relative L2 over the first
+    ``--tune-steps`` steps of rollouts from every 5th validation snapshot."""
+    domain = create_domain("turbulence")
+    errors = {}
+    for c in CANDIDATES[closure]:
+        model_spec = f"{{name: classical_solver, closure: {closure}, c: {c}, resolution: {resolution}}}"
+        cfg = load_config(YAML, [*common(args), "train.steps=0", f"model={model_spec}"])
+        data = domain.build_data(cfg)
+        model = domain.build_model(cfg).eval()
+        val = data.val.tensors["trajectory"]
+        steps = min(args.tune_steps, val.shape[1] - 1)
+        starts = range(0, val.shape[1] - steps, 5)
+        truth = torch.cat([val[:, s:s + steps + 1] for s in starts])
+        with torch.no_grad():
+            paths = rollout(model, truth[:, 0], steps)
+        errors[str(c)] = float(relative_l2(paths[:, 1:].flatten(0, 1), truth[:, 1:].flatten(0, 1)).mean())
+        print(f"  {closure} {resolution}² c={c}: validation error {errors[str(c)]:.4f}", flush=True)
+    return errors
 
 
-def overrides(args: argparse.Namespace) -> list[str]:
-    """The data, training and evaluation settings shared by every model."""
-    common = ["data.n_snapshots=301", f"train.threads={args.threads}", "train.checkpoint_every=0",
-              "eval.error_steps=[1,10,50,300]", "eval.rollout_steps=300", "train.log_every=50"]
-    if args.smoke:
-        common += ["data.n_trajectories=4", "data.n_val=1", "data.n_test=1", "data.n_snapshots=40",
-                   "data.spinup_time=5", "data.n_dns=64", "eval.rollout_steps=40",
-                   "eval.error_steps=[1,10,30]", "eval.timing_repeats=2", "eval.dns_timing_time=0.2",
-                   "eval.timing_batch=2"]
-    return common
-
-
-def train_model(label: str, name: str, params: dict, extra: list[str], args: argparse.Namespace,
-                steps: int) -> dict:
-    """Train one model through flowsci's pipeline in a fresh run directory; its final metrics."""
-    raw = yaml.safe_load(YAML.read_text())
-    raw["model"] = {"name": name, **params}
-    cfg = config_from_dict(raw, [*overrides(args), f"train.steps={steps}", *extra], source=str(YAML))
-    run_dir = args.runs / (name + ("_flow" if cfg.objective.kind == "flow_matching" else ""))
+def run_row(label: str, extra: list[str], args: argparse.Namespace) -> dict:
+    cfg = load_config(YAML, [*common(args), *extra])
+    name = label.split(":")[0]
+    run_dir = args.runs / "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run per benchmark
     result = train(cfg, run_dir, progress=sys.stderr.isatty())
-    return {"model": label, "registered_name": name, "params": params, "parameters": parameters(name, params),
-            "run": str(result.run_dir), **result.metrics}
+    parameters = sum(p.numel() for p in load_model(result.run_dir).parameters())
+    return {"model": label, "overrides": extra, "run": str(result.run_dir), "trained": cfg.train.steps > 0,
+            "train_seconds": result.metrics.get("train_seconds"), "weights": parameters, **result.metrics}
 
 
-def reference_rows(data) -> tuple[list[dict], torch.Tensor]:
-    """Persistence and the coarse solver without closure on the test trajectories, the latter
-    keeping the filter's modes (3/2-rule products) and with the 2/3 rule (|k| <= (n - 1) // 3);
-    also the 3/2-rule coarse solver's rollouts (1, N, T, 1, n, n)."""
-    reference = data.test.tensors["trajectory"]
-    steps = reference.shape[1] - 1
-    attrs = data.meta.attrs
-    dt = float(attrs["snapshot_dt"])
-    physics = {k: attrs[k] for k in ("nu", "drag", "forcing_amplitude", "forcing_wavenumber")}
-    k_max = reference.shape[-1] // 4
-    starts = reference[:, :-1, 0].flatten(0, 1).double()
-    targets = reference[:, 1:].flatten(0, 1)
-    rows, coarse_paths = [], None
-    persistence = {"model": "persistence", "one_step": reference[:, :-1].flatten(0, 1),
-                   "paths": reference[:, :1].expand_as(reference)}
-    variants = [persistence]
-    for label, dealias in (("coarse solver (no closure)", "three_halves"),
-                           ("coarse solver, 2/3 rule (no closure)", "two_thirds")):
-        paths = coarse_solver_rollout(reference[:, 0, 0].double(), steps, dt, dealias=dealias, **physics)
-        one_step = coarse_solver_rollout(starts, 1, dt, dealias=dealias, **physics)[:, 1]
-        variants.append({"model": label, "one_step": one_step.float().unsqueeze(1),
-                         "paths": paths.float().unsqueeze(2)})
-    for variant in variants:
-        paths = variant["paths"]
-        row = {"model": variant["model"], "parameters": 0,
-               "one_step_rel_l2": float(relative_l2(variant["one_step"], targets).mean())}
-        for s in ERROR_STEPS:
-            if s <= steps:
-                row[f"rollout_rel_l2_step{s}"] = float(relative_l2(paths[:, s], reference[:, s]).mean())
-        row.update(rollout_statistics(paths[None, :, 1:], reference, k_max))
-        rows.append(row)
-        if variant["model"] == "coarse solver (no closure)":
-            coarse_paths = paths[None]
-    return rows, coarse_paths
+COLUMNS = [("model", "model", "{}"), ("one_step_rel_l2", "one-step", "{:.3f}"),
+           ("rollout_rel_l2_step5", "rollout@5", "{:.3f}"), ("correlation_time", "corr. time", "{:.2f}"),
+           ("spectrum_max_rel_error_short", "spectrum err k≤8 (50 Δ)", "{:.2f}"),
+           ("enstrophy_ratio_short", "enstrophy (50 Δ)", "{:.2f}"),
+           ("spectrum_max_rel_error", "spectrum err (300 Δ)", "{:.2f}"),
+           ("energy_ratio", "energy (300 Δ)", "{:.2f}"), ("enstrophy_ratio", "enstrophy (300 Δ)", "{:.2f}"),
+           ("profile_rel_error_rms_u", "rms u′(y) err", "{:.2f}"),
+           ("seconds_per_time_unit", "ms / time unit (batch 1)", "{:.1f}"),
+           ("seconds_per_time_unit_batch16", "ms / time unit / traj (batch 16)", "{:.1f}")]
 
 
-def figure(rows: list[dict], runs: dict[str, torch.Tensor], reference: torch.Tensor, path: Path) -> None:
-    fig = Figure(figsize=(15, 4.2))
-    bars, spectra, series = fig.subplots(1, 3)
-    labels = [r["model"] for r in rows]
-    bars.barh(labels, [r["one_step_rel_l2"] for r in rows], color="C0")
-    bars.invert_yaxis()
-    bars.set_xlabel("one-step test relative L2"), bars.set_title("one-step error")
-    k, e_ref = energy_spectrum(reference[:, :, 0].flatten(0, 1).double())
-    spectra.loglog(k, e_ref.mean(0), "k-", lw=2, label="filtered DNS")
-    for label, paths in runs.items():
-        w = paths[..., 1:, 0, :, :].flatten(0, 2).double()
-        if torch.isfinite(w).all():
-            style = ":" if label.startswith("coarse") else "-"
-            spectra.loglog(k, energy_spectrum(w)[1].mean(0), style, lw=1, label=label)
-        z = enstrophy(paths[0, 0, :, 0].double())
-        series.semilogy(torch.arange(len(z)), z.clamp_min(1e-6), lw=1, label=label)
-    series.semilogy(torch.arange(reference.shape[1]), enstrophy(reference[0, :, 0].double()), "k-", lw=2,
-                    label="filtered DNS")
-    spectra.set_ylim(bottom=float(e_ref.mean(0).min()) / 10)
-    spectra.set_xlabel("k"), spectra.set_ylabel("E(k)"), spectra.legend(fontsize=7)
-    spectra.set_title("time-averaged spectrum of 300-step rollouts")
-    series.set_xlabel("rollout step"), series.set_ylabel("enstrophy"), series.legend(fontsize=7)
-    series.set_title("enstrophy along the first test rollout")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-
-
-def markdown(rows: list[dict], header: str, flow: bool = False) -> str:
-    columns = [("model", "model", "{}"), ("parameters", "params", "{:,}"),
-               ("seconds_per_epoch", "s/epoch", "{:.1f}"), ("one_step_rel_l2", "one-step", "{:.3f}")]
-    if flow:
-        columns += [("one_step_mean_rel_l2", "one-step (ensemble mean)", "{:.3f}"),
-                    ("one_step_crps", "CRPS", "{:.3f}"), ("one_step_spread_skill", "spread/skill", "{:.2f}"),
-                    ("rollout_spread_skill_step10", "spread/skill@10", "{:.2f}")]
-    columns += [(f"rollout_rel_l2_step{s}", f"rollout@{s}", "{:.3f}") for s in ERROR_STEPS]
-    columns += [("spectrum_max_rel_error", "max spectrum err k≤8", "{:.2f}"),
-                ("enstrophy_ratio", "enstrophy ratio", "{:.2f}"), ("seconds_per_step", "ms/step", "{:.1f}"),
-                ("speedup", "speed-up vs DNS", "{:.1f}×"),
-                ("speedup_batch16", "speed-up, batch 16", "{:.1f}×")]
-    lines = [header, "", "| " + " | ".join(c[1] for c in columns) + " |", "|" + "---|" * len(columns)]
-    for row in rows:
+def markdown(record: dict) -> str:
+    data, hardware = record["data"], record["hardware"]
+    lines = [f"`{record['command']}` — {hardware['threads']} thread(s), torch {hardware['torch']}; "
+             f"Δ = {data['snapshot_dt']}, ν = {data['nu']}, {data['n_dns']}² DNS -> {data['n_les']}²; "
+             "tuned coefficients: "
+             + ", ".join(f"{k} c = {v['chosen']}" for k, v in record["tuning"].items()), "",
+             "| " + " | ".join(c[1] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    for row in record["rows"]:
         cells = []
-        for key, _, fmt in columns:
+        for key, _, fmt in COLUMNS:
             value = row.get(key)
             if value is None:
                 cells.append("–")
-            elif key == "seconds_per_step":
+            elif key.startswith("seconds_per_time_unit"):
                 cells.append(fmt.format(1000 * value))
             else:
                 cells.append(fmt.format(value))
@@ -223,105 +143,78 @@ def markdown(rows: list[dict], header: str, flow: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
+def pareto_figure(rows: list[dict], path: Path) -> None:
+    """Error and correlation time against cost per unit physical time, batch 1 and batch 16."""
+    fig = Figure(figsize=(12, 8.5))
+    axes = fig.subplots(2, 2)
+    panels = (("one_step_rel_l2", "one-step relative L2 (lower is better)"),
+              ("correlation_time", "correlation time (higher is better)"))
+    for column, (suffix, title) in enumerate((("", "batch 1"), ("_batch16", "batch 16, per trajectory"))):
+        for row_index, (key, ylabel) in enumerate(panels):
+            ax = axes[row_index, column]
+            for index, row in enumerate(rows):
+                cost, value = row.get(f"seconds_per_time_unit{suffix}"), row.get(key)
+                if cost is None or value is None:
+                    continue
+                marker = "*" if row["trained"] else ("s" if "DNS" in row["model"] else "o")
+                ax.scatter(1000 * cost, value, s=90 if marker == "*" else 45, marker=marker,
+                           color=f"C{index % 10}", label=row["model"], zorder=3)
+            ax.set_xscale("log")
+            ax.set_xlabel(f"cost: ms per unit physical time ({title})")
+            ax.set_ylabel(ylabel)
+            ax.grid(alpha=0.3, which="both")
+    axes[0, 0].legend(fontsize=7, loc="upper right")
+    fig.suptitle("filtered 2-D Kolmogorov flow: accuracy against cost (★ learned, ● classical, ■ DNS floor)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
+def write(record: dict, out: Path, stem: str) -> None:
+    (out / f"{stem}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
+    (out / f"{stem}.md").write_text(markdown(record))
+    pareto_figure(record["rows"], out / f"{stem}.png")
+    print(markdown(record))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=float, default=8.0)
-    parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--tune-steps", type=int, default=5)
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results")
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench_turbulence",
-                        help="where the trained runs go (replaced on every benchmark)")
+                        help="where the runs go (replaced on every benchmark)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and few steps (checks the script)")
     parser.add_argument("--models", nargs="*", help="labels to run (default: all)")
-    parser.add_argument("--report", type=Path, metavar="JSON",
-                        help="rebuild the table, baseline rows and figure of a finished benchmark from "
-                             "its JSON and runs")
-    parser.add_argument("--flow", action="store_true",
-                        help="the flow-matching IFactFormer-m surrogate instead (turbulence_flow.*)")
+    parser.add_argument("--report", type=Path, metavar="JSON", help="rewrite the table and figure of a JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    try:
-        import neuralop  # noqa: F401
-        register_model("neuralop_fno")(NeuralopFNO)
-        have_neuralop = True
-    except ImportError:
-        have_neuralop = False
-
-    domain = create_domain("turbulence")
     if args.report:
-        report(args.report, domain)
+        write(json.loads(args.report.read_text()), args.report.parent, args.report.stem)
         return
-    cfg = load_config(YAML, overrides(args))
+    domain = create_domain("turbulence")
+    cfg = load_config(YAML, common(args))
     data = domain.build_data(cfg)
-    pairs = len(data.train)
-    steps = max(1, round(args.epochs * pairs / args.batch_size)) if not args.smoke else 20
-    rows, runs = [], {}
-    table = FLOW_TABLE if args.flow else model_table(have_neuralop)
-    for label, (name, params, extra) in table.items():
+    n_dns = int(data.meta.attrs["n_dns"])
+    tuning = {}
+    rows = []
+    for label, extra in rows_to_run(args, n_dns).items():
         if args.models and label not in args.models:
             continue
-        print(f"--- {label}: {name} {params} ({parameters(name, params):,} parameters, {steps} steps)",
-              flush=True)
-        row = train_model(label, name, params, extra, args, steps)
-        row["seconds_per_epoch"] = _seconds_per_step(Path(row["run"])) * pairs / args.batch_size
-        rows.append(row)
-        runs[label] = run_rollouts(domain, Path(row["run"]))
-    if not args.flow:
-        baseline_rows, coarse = reference_rows(data)
-        rows += baseline_rows
-        runs["coarse solver (no closure)"] = coarse
-    reference = data.test.tensors["trajectory"]
-    stem = "turbulence" + ("_flow" if args.flow else "") + ("_smoke" if args.smoke else "")
+        if "{c}" in " ".join(extra):
+            closure, resolution = label.split()[0].lower(), int(label.split()[1].rstrip("²"))
+            errors = tune(closure, resolution, args)
+            chosen = min(errors, key=errors.get)
+            tuning[label] = {"validation_errors": errors, "chosen": float(chosen)}
+            extra = [e.replace("{c}", chosen) for e in extra]
+        print(f"--- {label}: {' '.join(extra)}", flush=True)
+        rows.append(run_row(label, extra, args))
     hardware = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                 "torch": torch.__version__, "flowsci": flowsci.__version__,
                 "python": platform.python_version()}
     record = {"command": " ".join(["python", "bench/turbulence.py", *sys.argv[1:]]), "hardware": hardware,
-              "epochs": args.epochs, "batch_size": args.batch_size, "steps": steps, "train_pairs": pairs,
-              "data": data.meta.attrs, "neuraloperator": have_neuralop, "rows": rows}
-    (args.out / f"{stem}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
-    header = (f"`{record['command']}` — {steps} steps × batch {args.batch_size} = {args.epochs:g} epochs of "
-              f"{pairs} pairs, {hardware['threads']} thread(s), torch {hardware['torch']}")
-    (args.out / f"{stem}.md").write_text(markdown(rows, header, args.flow))
-    figure(rows, runs, reference, args.out / f"{stem}.png")
-    print(markdown(rows, header, args.flow))
-
-
-def run_rollouts(domain, run: Path) -> torch.Tensor:
-    """The evaluation rollouts (M, N, S + 1, C, n, n) of a trained run's final model."""
-    from flowsci.checkpoint import load_model
-
-    cfg = load_config(run / "config.yaml")
-    return domain.rollouts(load_model(run), domain.build_data(cfg), cfg)["rollout"]
-
-
-def report(path: Path, domain) -> None:
-    """Rewrite the Markdown table and the figure next to ``path`` from its rows and runs."""
-    record = json.loads(path.read_text())
-    rows = record["rows"]
-    flow = any("one_step_crps" in row for row in rows)
-    runs = {row["model"]: run_rollouts(domain, Path(row["run"])) for row in rows if "run" in row}
-    data = domain.build_data(load_config(Path(rows[0]["run"]) / "config.yaml"))
-    if not flow:  # the baseline rows are cheap: recompute them
-        baseline_rows, runs["coarse solver (no closure)"] = reference_rows(data)
-        rows = [row for row in rows if "run" in row] + baseline_rows
-        record["rows"] = rows
-        path.write_text(json.dumps(record, indent=2, default=str) + "\n")
-    hardware = record["hardware"]
-    header = (f"`{record['command']}` — {record['steps']} steps × batch {record['batch_size']} = "
-              f"{record['epochs']:g} epochs of {record['train_pairs']} pairs, "
-              f"{hardware['threads']} thread(s), torch {hardware['torch']}")
-    path.with_suffix(".md").write_text(markdown(rows, header, flow))
-    figure(rows, runs, data.test.tensors["trajectory"], path.with_suffix(".png"))
-    print(markdown(rows, header, flow))
-
-
-def _seconds_per_step(run: Path) -> float:
-    """Median training wall-clock per step of a run (its logged seconds_per_step)."""
-    from flowsci.metrics_log import read_metrics
-
-    values = [v for (_, phase, name, v) in read_metrics(run / "metrics.csv") if name == "seconds_per_step"]
-    return float(torch.tensor(values).median()) if values else float("nan")
+              "data": data.meta.attrs, "tuning": tuning, "rows": rows}
+    write(record, args.out, "turbulence" + ("_smoke" if args.smoke else ""))
 
 
 if __name__ == "__main__":

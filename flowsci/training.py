@@ -133,14 +133,20 @@ class Trainer:
             raise ConfigError(f"{cfg.source}: train.ema={self.tc.ema} averages first-order steps only, so "
                               "the L-BFGS result would be evaluated through stale weights; set train.ema=0 "
                               "with train.lbfgs.steps > 0")
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=self.tc.lr, betas=self.tc.betas,
-                                           weight_decay=self.tc.weight_decay, amsgrad=self.tc.amsgrad)
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        if not trainable and self.tc.total_steps > 0:
+            raise ConfigError(f"{cfg.source}: model '{cfg.model.name}' has no trainable parameters (e.g. a "
+                              "classical solver); set train.steps=0 to evaluate it as it is")
+        # None without parameters: such a run is evaluated, never optimised (train.steps = 0)
+        self.optimizer = torch.optim.AdamW(trainable, lr=self.tc.lr, betas=self.tc.betas,
+                                           weight_decay=self.tc.weight_decay,
+                                           amsgrad=self.tc.amsgrad) if trainable else None
         self.lbfgs = LBFGSPhase(list(self.model.parameters()), self.tc.lbfgs, ctx.mean)
         self.train_seconds = 0.0  # training wall-clock, without evaluation and checkpoints
         self.adam_metrics: dict[str, float] = {}
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, functools.partial(
             lr_factor, warmup=self.tc.warmup_steps, total=self.tc.steps, schedule=self.tc.schedule,
-            min_ratio=self.tc.min_lr_ratio))
+            min_ratio=self.tc.min_lr_ratio)) if trainable else None
         self.ema = ema_model(self.model, self.tc.ema) if self.tc.ema > 0 else None
         # train.compile: the model is compiled, then wrapped by DDP (torch's documented order);
         # self.model stays the plain module for checkpoints, the EMA and the optimizers
@@ -178,7 +184,8 @@ class Trainer:
             "format": FORMAT, "flowsci_version": flowsci.__version__, "step": self.step,
             "domain": self.cfg.domain, "config": self.cfg.to_dict(), "world_size": self.ctx.world_size,
             "model_spec": self.model.flowsci_spec, "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "ema": self.ema.state_dict() if self.ema is not None else None, "rng": rng,
             **self.lbfgs.state_dict(),
             "train_seconds": self.train_seconds,
@@ -219,8 +226,9 @@ class Trainer:
             raise CheckpointError(f"{path}: model {state['model_spec']} does not match the config's "
                                   f"{self.model.flowsci_spec}")
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
         if self.ema is not None:
             if state["ema"] is None:
                 raise CheckpointError(f"{path} has no EMA state but train.ema={self.tc.ema}")
@@ -288,7 +296,7 @@ class Trainer:
         total = tc.total_steps
         if self.lbfgs.converged:
             raise RunError(f"{self.run.path}: L-BFGS converged at step {self.step}; nothing to continue")
-        if self.step >= total:
+        if self.step >= total > 0:  # train.steps = 0: evaluate the model as built (or initialised)
             raise RunError(f"{self.run.path} is already at step {self.step} >= train.steps + "
                            f"train.lbfgs.steps = {total}; raise them to continue it")
         plan = BatchPlan(self.data.train, tc.batch_size, self.cfg.seed, self.ctx)

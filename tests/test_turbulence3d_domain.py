@@ -73,7 +73,8 @@ def test_training_evaluation_and_figures_of_the_3d_surrogate(run):
     kernels = model.operator.attention_kernels(model.normalizer.normalize(u0))
     assert [tuple(k.shape) for k in kernels[0]] == [(1, 2, 8, 8)] * 3  # one kernel per axis x, y, z
     figures = sorted(p.name for p in (run.run_dir / "figures").glob("*.png"))
-    assert figures == ["attention_kernels.png", "spectrum.png", "statistics.png", "velocity.png"]
+    assert figures == ["attention_kernels.png", "decorrelation.png", "spectrum.png", "statistics.png",
+                       "velocity.png"]
 
 
 def test_flow_matching_surrogate_on_3d_velocity_reports_ensemble_scores(tmp_path):

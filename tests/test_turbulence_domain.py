@@ -21,7 +21,8 @@ from flowsci_domains.turbulence.domain import rollout_statistics
 
 TURBULENCE_YAML = REPO / "domains" / "turbulence.yaml"
 TINY = ["data.n_trajectories=4", "data.n_val=1", "data.n_test=1", "data.n_snapshots=12",
-        "data.spinup_time=2.0", "data.n_dns=32", "data.n_les=16",
+        "data.spinup_time=2.0", "data.n_dns=32", "data.n_les=16", "data.spinup_n_dns=null",
+        "data.snapshot_dt=0.2",
         "model.dim=16", "model.heads=2", "model.dim_head=8", "model.n_layer=2",
         "train.steps=8", "train.batch_size=4", "train.log_every=1", "train.warmup_steps=2",
         "train.checkpoint_every=4", "train.threads=1",
@@ -82,12 +83,18 @@ def test_one_step_run_reports_errors_rollout_statistics_speed_and_figures(one_st
     m = one_step_run.metrics
     for key in ("one_step_rel_l2", "persistence_rel_l2", "rollout_rel_l2_step1", "rollout_rel_l2_step5",
                 "rollout_rel_l2_step11", "spectrum_max_rel_error", "enstrophy_ratio", "energy_ratio",
-                "rollout_finite", "speedup", "seconds_per_step", "dns_seconds_per_step", "speedup_batch2"):
+                "rollout_finite", "speedup", "seconds_per_step", "dns_seconds_per_step", "speedup_batch2",
+                "spectrum_max_rel_error_short", "seconds_per_time_unit", "seconds_per_time_unit_batch2",
+                "correlation_time", "profile_rel_error_mean_u", "profile_rel_error_reynolds_stress"):
         assert key in m and np.isfinite(m[key]), key
+    assert m["seconds_per_time_unit"] == pytest.approx(m["seconds_per_step"] / 0.2)
+    # correlation time: within the horizon of the rollouts (11 steps of 0.2 from the first snapshot)
+    assert 0 <= m["correlation_time"] <= m["correlation_time_horizon"] == pytest.approx(2.2)
     # the one-step error of the rollout at step 1 is the one-step error of the first test pair
     assert m["rollout_rel_l2_step1"] > 0
     figures = sorted(p.name for p in (one_step_run.run_dir / "figures").glob("*.png"))
-    assert figures == ["attention_kernels.png", "spectrum.png", "statistics.png", "vorticity.png"]
+    assert figures == ["attention_kernels.png", "decorrelation.png", "profiles.png", "spectrum.png",
+                       "statistics.png", "vorticity.png"]
 
 
 def test_flow_matching_surrogate_trains_and_reports_ensemble_scores(tmp_path):

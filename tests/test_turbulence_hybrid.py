@@ -21,6 +21,7 @@ from flowsci_domains.turbulence.spectral import Kolmogorov2D, random_initial_vor
 TURBULENCE_YAML = REPO / "domains" / "turbulence.yaml"
 TINY = ["model.name=hybrid_solver", "data.n_trajectories=4", "data.n_val=1", "data.n_test=1",
         "data.n_snapshots=12", "data.spinup_time=2.0", "data.n_dns=32", "data.n_les=16",
+        "data.spinup_n_dns=null", "data.snapshot_dt=0.2",
         "model.dim=16", "model.heads=2", "model.dim_head=8", "model.n_layer=2",
         "train.steps=4", "train.batch_size=4", "train.log_every=1", "train.warmup_steps=1",
         "train.checkpoint_every=2", "train.threads=1", "eval.rollout_steps=5", "eval.error_steps=[1,5]",
@@ -36,7 +37,8 @@ def plain_solver(cfg) -> Kolmogorov2D:
     with h5py.File(create_domain("turbulence").data_file(cfg)) as f:
         physics = {k: f.attrs[k] for k in ("nu", "drag", "forcing_amplitude", "forcing_wavenumber")}
         n = f["splits/test/t0_fields/vorticity"].shape[-1]
-    return Kolmogorov2D(n, dealias="three_halves", **physics)
+    # the classical solvers' default step under the 3/2 rule: 2/3 of Kolmogorov2D's default
+    return Kolmogorov2D(n, dealias="three_halves", dt=(2 / 3) * Kolmogorov2D(n).dt, **physics)
 
 
 def test_zero_correction_is_the_plain_solver_through_the_domains_normalisation():
@@ -55,6 +57,21 @@ def test_zero_correction_is_the_plain_solver_through_the_domains_normalisation()
     assert (single.double() - expected).abs().max() <= 1e-5 * scale
     # and the hybrid is not persistence: the solver moved the state
     assert (expected - states.double()).abs().max() > 0.1 * scale
+
+
+def test_a_zero_correction_split_into_parts_is_the_plain_solver_to_time_stepping_accuracy():
+    cfg = tiny("model.corrections=3")
+    domain = create_domain("turbulence")
+    states = domain.build_data(cfg).test.tensors["trajectory"][0, :4].double()
+    model = domain.build_model(cfg).double().eval()
+    assert model.operator.snapshot_dt == pytest.approx(cfg.data.snapshot_dt / 3)
+    with torch.no_grad():
+        parts = model(states)
+    # each part of Δ/3 = 0.067 takes two solver steps (default dt 0.065): six equal steps in all
+    solver = plain_solver(cfg)
+    solver.dt = cfg.data.snapshot_dt / 6
+    expected = solver.advance(states[:, 0], cfg.data.snapshot_dt).unsqueeze(1)
+    assert (parts - expected).abs().max() <= 1e-12 * expected.abs().max()
 
 
 def tiny_hybrid() -> HybridSolver:

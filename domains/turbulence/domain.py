@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from flowsci.config import Config, DataConfig, EvalConfig, SampleConfig
+from flowsci.config import Config, DataConfig, EvalConfig, ModelConfig, SampleConfig
 from flowsci.data import (
     BoundaryCondition,
     DataSplits,
@@ -43,11 +43,13 @@ from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
 from flowsci.plugins import DomainBase, Evaluation, build_model
 from flowsci.registry import model_parameters
 from flowsci_domains.turbulence import figures as plots
+from flowsci_domains.turbulence.classical import DATA_ARGUMENTS
 from flowsci_domains.turbulence.ensemble_scores import crps, spread_skill_ratio
+from flowsci_domains.turbulence.flow_metrics import correlation_time, velocity_profiles, vorticity_correlation
 from flowsci_domains.turbulence.generate import dns_seconds_per_time_unit, generate_kolmogorov
-from flowsci_domains.turbulence.hybrid import DATA_ARGUMENTS
 from flowsci_domains.turbulence.objectives import FlowOneStepObjective, OneStepObjective, relative_l2
 from flowsci_domains.turbulence.rollout import ensemble_rollout, flow_step, rollout, seconds_per_step
+from flowsci_domains.turbulence.spectral import velocity_from_vorticity
 from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, kinetic_energy
 from flowsci_domains.turbulence.surrogate import channel_statistics
 
@@ -78,6 +80,8 @@ class TurbulenceData(DataConfig):
     forcing_amplitude: float = 4.0
     forcing_wavenumber: int = 4
     dt: float | None = None          # DNS time step; None: the solver's default
+    spinup_n_dns: int | None = None  # a coarser grid for the spin-up but its last spinup_fine_time
+    spinup_fine_time: float = 5.0    # physical time at n_dns before the first snapshot
 
     def __post_init__(self) -> None:
         if self.n_val < 1 or self.n_test < 1 or self.n_val + self.n_test >= self.n_trajectories:
@@ -103,13 +107,18 @@ class TurbulenceObjective(FlowMatchingConfig):
     ``kind: flow_matching`` learns p(u(t + Δ) | u(t)) with the engine (the other keys)."""
 
     kind: Literal["one_step", "flow_matching"] = "one_step"
-    unroll: int = 1                  # one_step: pushforward depth K (1: plain one-step training)
+    unroll: int = 1                  # one_step: train on K-step rollouts (1: plain one-step training)
+    unroll_gradient: Literal["pushforward", "full"] = "pushforward"  # how the K steps are trained
+    loss_on: Literal["field", "velocity"] = "field"  # one_step: the data's field, or its velocity
 
     def __post_init__(self) -> None:
         if self.unroll < 1:
             raise ValueError(f"unroll must be >= 1, got {self.unroll}")
         if self.unroll > 1 and self.kind != "one_step":
-            raise ValueError("unroll > 1 (pushforward training) needs kind: one_step")
+            raise ValueError("unroll > 1 (rollout training) needs kind: one_step")
+        if self.loss_on != "field" and self.kind != "one_step":
+            raise ValueError(f"loss_on={self.loss_on!r} needs kind: one_step (flow matching regresses "
+                             "the velocity of its own path)")
 
 
 @dataclasses.dataclass
@@ -130,6 +139,14 @@ class TurbulenceEval(EvalConfig):
     n_samples: int = 400
     rollout_steps: int = 300
     error_steps: list[int] = dataclasses.field(default_factory=lambda: [1, 10, 50, 200])
+    short_statistics_steps: int = 50  # statistics also over the first steps of the rollout (_short)
+    correlation_every: int = 5       # a rollout from every 5th test snapshot for the correlation time
+    correlation_horizon: int = 20    # its length in steps (at most the remaining test trajectory)
+    correlation_threshold: float = 0.95
+    # classical baselines evaluated beside the model ({label: model spec}, e.g.
+    # {smagorinsky_32: {name: classical_solver, closure: smagorinsky, c: 0.15}}): a comparison table
+    # in the log, their metrics as baseline_<label>_<metric>, and the figure "comparison"
+    baselines: dict[str, dict[str, Any]] = dataclasses.field(default_factory=dict)
     k_max: int | None = None
     members: int = 8
     timing_repeats: int = 10
@@ -152,6 +169,10 @@ class Turbulence(DomainBase):
     ObjectiveSettings = TurbulenceObjective
     SampleSettings = TurbulenceSample
     EvalSettings = TurbulenceEval
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._dns_seconds: dict[tuple, float] = {}  # measured DNS timings, by batch and data
 
     # --- data ----------------------------------------------------------------------------
 
@@ -220,6 +241,10 @@ class Turbulence(DomainBase):
     def view(self, fields: torch.Tensor) -> torch.Tensor:
         """The 2-D picture (..., n, n) drawn in the snapshot figure: here the vorticity."""
         return fields[..., 0, :, :]
+
+    def velocity(self, fields: torch.Tensor) -> torch.Tensor:
+        """The velocity (..., 2, n, n) implied by the vorticity fields (..., 1, n, n)."""
+        return velocity_from_vorticity(fields[..., 0, :, :])
 
     def dns_seconds_per_step(self, cfg: Config, attrs: dict[str, Any], batch: int) -> float:
         """Measured DNS wall-clock per trajectory for one surrogate step (``snapshot_dt`` of
@@ -296,8 +321,10 @@ class Turbulence(DomainBase):
                 "forcing_wavenumber": int(setting("forcing_wavenumber")), "mean": mean, "std": std}
 
     def build_objective(self, cfg: Config) -> OneStepObjective | FlowOneStepObjective:
-        if cfg.objective.kind == "one_step":
-            return OneStepObjective(cfg.objective.unroll)
+        o = cfg.objective
+        if o.kind == "one_step":
+            return OneStepObjective(o.unroll, o.unroll_gradient,
+                                    self.velocity if o.loss_on == "velocity" else None)
         return FlowOneStepObjective(FlowMatching.from_config(cfg.objective))
 
     def is_flow(self, cfg: Config) -> bool:
@@ -328,8 +355,30 @@ class Turbulence(DomainBase):
         return {"reference": reference, "rollout": paths}
 
     def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> Evaluation:
-        """One-step errors, rollout errors and statistics, and speed against the DNS; the
-        rollouts are kept for :meth:`figures`."""
+        """One-step errors, rollout errors and statistics, and speed against the DNS, of the model
+        and of every ``eval.baselines`` entry; the rollouts are kept for :meth:`figures`."""
+        evaluation = self.evaluate_model(model, data, cfg)
+        if not cfg.eval.baselines:
+            return evaluation
+        rows = {cfg.model.name: evaluation.metrics}
+        for label, spec in cfg.eval.baselines.items():
+            if not isinstance(spec, dict) or "name" not in spec:
+                raise ConfigError(f"{cfg.source}: eval.baselines.{label} must be a model mapping "
+                                  f"{{name: ..., <arguments>}}, got {spec!r}")
+            spec = dict(spec)
+            baseline_cfg = dataclasses.replace(cfg, model=ModelConfig(spec.pop("name"), spec),
+                                               eval=dataclasses.replace(cfg.eval, baselines={}))
+            baseline = self.build_model(baseline_cfg).eval()
+            rows[label] = self.evaluate_model(baseline, data, baseline_cfg).metrics
+            evaluation.metrics.update({f"baseline_{label}_{key}": rows[label][key] for key in COMPARED
+                                       if key in rows[label]})
+        log.info("comparison on the test split (cost: seconds per unit physical time):\n%s",
+                 comparison_table(rows, cfg.eval.timing_batch))
+        evaluation.artifacts["comparison"] = rows
+        return evaluation
+
+    def evaluate_model(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> Evaluation:
+        """:meth:`evaluate` for the model alone."""
         e = cfg.eval
         reference = data.test.tensors["trajectory"]
         pairs = reference.shape[0] * (reference.shape[1] - 1)
@@ -362,9 +411,43 @@ class Turbulence(DomainBase):
                     metrics[f"rollout_crps_step{s}"] = float(crps(paths[:, :, s], reference[:, s]))
                     metrics[f"rollout_spread_skill_step{s}"] = float(
                         spread_skill_ratio(paths[:, :, s], reference[:, s]))
-        metrics.update(rollout_statistics(paths[:, :, 1:], reference, self.k_max(cfg, data), self))
+        k_max = self.k_max(cfg, data)
+        metrics.update(rollout_statistics(paths[:, :, 1:], reference, k_max, self))
+        short = rollout_statistics(paths[:, :, 1:e.short_statistics_steps + 1], reference, k_max, self)
+        metrics.update({f"{key}_short": value for key, value in short.items()})
+        decorrelation = self.decorrelation(step, reference, cfg, data)
+        metrics.update(decorrelation.pop("metrics"))
+        if self.n_dims == 2:
+            metrics.update(profile_errors(paths[:, :, 1:], reference))
         metrics.update(self.speed(model, reference[:, 0], cfg, data))
-        return Evaluation(metrics, {"rollouts": runs})
+        return Evaluation(metrics, {"rollouts": runs, "decorrelation": decorrelation})
+
+    def decorrelation(self, step, reference: torch.Tensor, cfg: Config, data: DataSplits) -> dict[str, Any]:
+        """Rollouts of ``eval.correlation_horizon`` steps from every ``eval.correlation_every``-th
+        test snapshot: the correlation time (Kochkov et al. 2021; the first time the correlation of
+        the view (vorticity, u_x plane in 3-D) with the filtered DNS falls below the threshold),
+        and the mean relative L2 error and correlation against time.
+
+        Returns ``metrics`` and, for the figure, ``times`` (H + 1,), ``error`` and ``correlation``
+        (H + 1,) averaged over the initial conditions."""
+        e = cfg.eval
+        dt = float(data.meta.attrs.get("snapshot_dt", cfg.data.snapshot_dt))
+        horizon = min(e.correlation_horizon, reference.shape[1] - 1)
+        starts = range(0, reference.shape[1] - horizon, e.correlation_every)
+        truth = torch.cat([reference[:, s:s + horizon + 1] for s in starts])      # (I, H + 1, C, *S)
+        with torch.no_grad():
+            paths = rollout(step, truth[:, 0], horizon)
+        view_pred, view_ref = self.view(paths), self.view(truth)
+        times = dt * torch.arange(horizon + 1, dtype=torch.float64)
+        correlation = vorticity_correlation(view_pred, view_ref)                  # (I, H + 1)
+        decorrelated = correlation_time(view_pred, view_ref, times, e.correlation_threshold)
+        error = relative_l2(paths.flatten(0, 1)[:, None], truth.flatten(0, 1)[:, None])
+        metrics = {"correlation_time": float(decorrelated.mean()),
+                   "correlation_time_min": float(decorrelated.min()),
+                   "correlation_initial_conditions": float(len(decorrelated)),
+                   "correlation_time_horizon": float(times[-1])}
+        return {"metrics": metrics, "times": times, "correlation": correlation.nanmean(0),
+                "error": error.reshape(correlation.shape).mean(0)}
 
     @staticmethod
     def k_max(cfg: Config, data: DataSplits) -> int:
@@ -377,11 +460,16 @@ class Turbulence(DomainBase):
         one trajectory at a time and ``eval.timing_batch`` trajectories at once."""
         step = self.step_function(model, cfg)
         metrics = {"threads": float(torch.get_num_threads())}
+        dt = float(data.meta.attrs.get("snapshot_dt", cfg.data.snapshot_dt))
         for batch, suffix in ((1, ""), (cfg.eval.timing_batch, f"_batch{cfg.eval.timing_batch}")):
             states = u0[:1].expand(batch, *u0.shape[1:]).contiguous()
             surrogate = seconds_per_step(step, states, cfg.eval.timing_repeats) / batch
-            dns = self.dns_seconds_per_step(cfg, data.meta.attrs, batch)
+            key = (batch, tuple(sorted(data.meta.attrs.items())))
+            if key not in self._dns_seconds:  # measured once per domain instance and data
+                self._dns_seconds[key] = self.dns_seconds_per_step(cfg, data.meta.attrs, batch)
+            dns = self._dns_seconds[key]
             metrics.update({f"seconds_per_step{suffix}": surrogate, f"dns_seconds_per_step{suffix}": dns,
+                            f"seconds_per_time_unit{suffix}": surrogate / dt,
                             f"speedup{suffix}": dns / surrogate})
         return metrics
 
@@ -401,6 +489,15 @@ class Turbulence(DomainBase):
                                       self.spectrum),
             "statistics": plots.time_series(reference, paths, dt, label, statistics),
         }
+        decorrelation = (evaluation.artifacts.get("decorrelation") if evaluation is not None
+                         else self.decorrelation(self.step_function(model, cfg), reference, cfg, data))
+        figures["decorrelation"] = plots.decorrelation(decorrelation, label, cfg.eval.correlation_threshold)
+        if self.n_dims == 2:
+            truth, rolled = (velocity_profiles(self.view(fields)) for fields in (reference, paths[:, :, 1:]))
+            figures["profiles"] = plots.velocity_profiles(truth, rolled, label)
+        if evaluation is not None and "comparison" in evaluation.artifacts:
+            figures["comparison"] = plots.cost_accuracy(evaluation.artifacts["comparison"],
+                                                        cfg.eval.timing_batch)
         if self.is_flow(cfg):
             figures["ensemble"] = plots.ensemble_skill(reference, paths, dt, label, self.view_name)
         elif hasattr(model.operator, "attention_kernels"):
@@ -442,6 +539,37 @@ def rollout_statistics(paths: torch.Tensor, reference: torch.Tensor, k_max: int,
         "energy_ratio": float(flow.energy(u_model).mean() / flow.energy(u_ref).mean()),
         "peak_enstrophy_ratio": float(z_model.max() / z_ref.max()),
     }
+
+
+# The metrics of a baseline kept in the model's evaluation (as baseline_<label>_<metric>)
+COMPARED = ("one_step_rel_l2", "correlation_time", "spectrum_max_rel_error_short", "enstrophy_ratio_short",
+            "spectrum_max_rel_error", "enstrophy_ratio", "energy_ratio", "seconds_per_time_unit")
+
+
+def comparison_table(rows: dict[str, dict[str, float]], batch: int) -> str:
+    """A plain-text table of the model and its baselines ({label: metrics})."""
+    columns = [("one_step_rel_l2", "one-step", "{:.3f}"), ("correlation_time", "corr. time", "{:.2f}"),
+               ("spectrum_max_rel_error_short", "spectrum err (short)", "{:.2f}"),
+               ("enstrophy_ratio", "enstrophy ratio", "{:.2f}"),
+               ("seconds_per_time_unit", "s/time unit", "{:.4f}"),
+               (f"seconds_per_time_unit_batch{batch}", f"s/time unit, batch {batch}", "{:.4f}")]
+    width = max(len(label) for label in rows) + 2
+    lines = ["".ljust(width) + "".join(title.rjust(22) for _, title, _ in columns)]
+    for label, metrics in rows.items():
+        cells = (fmt.format(metrics[key]) if key in metrics else "-" for key, _, fmt in columns)
+        lines.append(label.ljust(width) + "".join(cell.rjust(22) for cell in cells))
+    return "\n".join(lines)
+
+
+def profile_errors(paths: torch.Tensor, reference: torch.Tensor) -> dict[str, float]:
+    """Relative L2 errors over y of the x- and time-averaged velocity profiles (mean U(y), rms
+    u'(y), v'(y) and <u'v'>(y)) of rollouts (M, N, S, 1, n, n) against the reference vorticity
+    (N, T, 1, n, n)."""
+    model = velocity_profiles(paths[..., 0, :, :].flatten(0, 1).double())
+    truth = velocity_profiles(reference[..., 0, :, :].double())
+    return {f"profile_rel_error_{name}": float((getattr(model, name) - getattr(truth, name)).norm()
+                                               / getattr(truth, name).norm())
+            for name in ("mean_u", "rms_u", "rms_v", "reynolds_stress")}
 
 
 def _chunked(step, states: torch.Tensor, size: int = 64) -> torch.Tensor:

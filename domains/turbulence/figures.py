@@ -122,3 +122,59 @@ def attention_kernels(kernels: list[list[torch.Tensor]], label: str) -> Figure:
             ax.set_title(f"iteration {layer + 1}, K_{'xyz'[axis]}, head {head + 1}", fontsize=7)
     fig.suptitle(f"{label}: axis kernels (no softmax; colour range ± max |K|)", fontsize=9)
     return fig
+
+
+def decorrelation(curves: dict[str, torch.Tensor], label: str, threshold: float) -> Figure:
+    """Mean relative L2 error and vorticity correlation against time over many initial conditions
+    (``curves``: ``times``, ``error``, ``correlation`` (H + 1,) and ``metrics`` with the mean
+    ``correlation_time`` when present)."""
+    times = curves["times"].numpy()
+    fig = Figure(figsize=(10, 4))
+    error_ax, correlation_ax = fig.subplots(1, 2)
+    error_ax.plot(times, curves["error"].numpy(), "C0-o", ms=3, label=label)
+    error_ax.set_xlabel("time"), error_ax.set_ylabel("relative L2 error"), error_ax.legend()
+    error_ax.set_title("rollout error vs filtered DNS")
+    correlation_ax.plot(times, curves["correlation"].numpy(), "C0-o", ms=3, label=label)
+    correlation_ax.axhline(threshold, color="grey", ls=":", lw=0.8, label=f"threshold {threshold}")
+    correlation_ax.set_xlabel("time"), correlation_ax.set_ylabel("vorticity correlation")
+    correlation_ax.set_title("correlation with filtered DNS (mean over initial conditions)")
+    correlation_ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def velocity_profiles(reference, model, label: str) -> Figure:
+    """x- and time-averaged profiles over y (``VelocityProfiles`` of
+    :mod:`~flowsci_domains.turbulence.flow_metrics`) of the filtered DNS and of the rollouts:
+    U(y), rms u'(y), rms v'(y), <u'v'>(y)."""
+    names = (("mean_u", "U(y)"), ("rms_u", "rms u'(y)"), ("rms_v", "rms v'(y)"),
+             ("reynolds_stress", "⟨u'v'⟩(y)"))
+    fig = Figure(figsize=(16, 3.8))
+    axes = fig.subplots(1, len(names))
+    y = reference.y.numpy()
+    for ax, (name, title) in zip(axes, names):
+        ax.plot(y, getattr(reference, name).numpy(), "k-", label="filtered DNS")
+        ax.plot(y, getattr(model, name).numpy(), "C0--", label=f"{label} rollout")
+        ax.set_xlabel("y"), ax.set_title(title)
+    axes[0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def cost_accuracy(rows: dict[str, dict[str, float]], batch: int) -> Figure:
+    """One-step error and correlation time against cost per unit physical time (batch 1 and
+    ``batch``) of a model and its baselines ({label: metrics}); the first row is the model."""
+    fig = Figure(figsize=(10, 8))
+    axes = fig.subplots(2, 2)
+    panels = (("one_step_rel_l2", "one-step relative L2"), ("correlation_time", "correlation time"))
+    for column, suffix in enumerate(("", f"_batch{batch}")):
+        for row_index, (key, name) in enumerate(panels):
+            ax = axes[row_index, column]
+            for index, (label, metrics) in enumerate(rows.items()):
+                ax.scatter(metrics[f"seconds_per_time_unit{suffix}"], metrics[key], color=f"C{index % 10}",
+                           marker="*" if index == 0 else "o", s=120 if index == 0 else 50, label=label)
+            ax.set_xscale("log"), ax.set_ylabel(name), ax.grid(alpha=0.3, which="both")
+            ax.set_xlabel(f"seconds per unit physical time ({'batch 1' if not suffix else f'batch {batch}'})")
+    axes[0, 0].legend(fontsize=8)
+    fig.tight_layout()
+    return fig

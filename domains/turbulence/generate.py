@@ -19,7 +19,13 @@ import torch
 
 from flowsci_domains.turbulence.les import EddyViscosityClosure
 from flowsci_domains.turbulence.spectral import Kolmogorov2D, grid_size, random_initial_vorticity
-from flowsci_domains.turbulence.statistics import energy_spectrum, enstrophy, kinetic_energy, spectral_filter
+from flowsci_domains.turbulence.statistics import (
+    energy_spectrum,
+    enstrophy,
+    kinetic_energy,
+    spectral_filter,
+    spectral_interpolate,
+)
 from flowsci_domains.turbulence.timed_run import TimedRun
 
 # Spin-up of the default flow: from the random initial field the energy, enstrophy and the
@@ -54,6 +60,15 @@ def _check_closure(closure: EddyViscosityClosure) -> None:
                          f"got {closure!r}; coarse_solver_rollout runs without one")
 
 
+def _check_spinup_grid(spinup_n_dns: int, n_dns: int, fine_time: float, spinup_time: float) -> None:
+    if isinstance(spinup_n_dns, bool) or not isinstance(spinup_n_dns, int) or spinup_n_dns % 2 \
+            or not 2 <= spinup_n_dns < n_dns:
+        raise ValueError(f"spinup_n_dns must be an even integer below n_dns={n_dns} (or None), "
+                         f"got {spinup_n_dns!r}")
+    if not 0 <= fine_time <= spinup_time:
+        raise ValueError(f"spinup_fine_time must be in [0, spinup_time={spinup_time}], got {fine_time}")
+
+
 def _check_les_size(n_les: int, n_dns: int) -> None:
     if isinstance(n_les, bool) or not isinstance(n_les, int) or n_les < 2 or n_les % 2 or n_les > n_dns:
         raise ValueError(f"n_les must be an even integer with 2 <= n_les <= n_dns={n_dns}, got {n_les!r}")
@@ -62,10 +77,16 @@ def _check_les_size(n_les: int, n_dns: int) -> None:
 def generate_kolmogorov(*, n_trajectories: int = 16, n_snapshots: int = 201, snapshot_dt: float = 0.2,
                         spinup_time: float = DEFAULT_SPINUP_TIME, n_dns: int = 128, n_les: int = 32,
                         nu: float = 1e-3, drag: float = 0.1, forcing_amplitude: float = 4.0,
-                        forcing_wavenumber: int = 4, dt: float | None = None, seed: int = 0,
+                        forcing_wavenumber: int = 4, dt: float | None = None,
+                        spinup_n_dns: int | None = None, spinup_fine_time: float = 5.0, seed: int = 0,
                         dtype: torch.dtype = torch.float32, progress: bool = True) -> KolmogorovData:
     """Integrate n_trajectories DNS from seeded random fields, discard ``spinup_time``, keep
-    n_snapshots filtered snapshots (the first at the end of spin-up)."""
+    n_snapshots filtered snapshots (the first at the end of spin-up).
+
+    ``spinup_n_dns`` (< n_dns) runs the spin-up but its last ``spinup_fine_time`` on that coarser
+    grid (the large scales settle as well there, at a fraction of the cost), interpolates the
+    fields spectrally to n_dns and lets the small scales settle for ``spinup_fine_time``.
+    """
     _check_positive_int("n_trajectories", n_trajectories)
     _check_positive_int("n_snapshots", n_snapshots)
     _check_les_size(n_les, n_dns)
@@ -75,14 +96,23 @@ def generate_kolmogorov(*, n_trajectories: int = 16, n_snapshots: int = 201, sna
         raise ValueError(f"spinup_time must be >= 0, got {spinup_time}")
     if dtype not in (torch.float32, torch.float64):
         raise ValueError(f"dtype must be torch.float32 or torch.float64, got {dtype}")
-    solver = Kolmogorov2D(n_dns, nu=nu, drag=drag, forcing_amplitude=forcing_amplitude,
-                          forcing_wavenumber=forcing_wavenumber, dt=dt)
+    physics = {"nu": nu, "drag": drag, "forcing_amplitude": forcing_amplitude,
+               "forcing_wavenumber": forcing_wavenumber}
+    solver = Kolmogorov2D(n_dns, dt=dt, **physics)
     generator = torch.Generator().manual_seed(seed)
-    w = random_initial_vorticity(n_trajectories, n_dns, generator, dtype=dtype)
-
     total_time = spinup_time + (n_snapshots - 1) * snapshot_dt
     run = TimedRun(solver, total_time, "Kolmogorov DNS", progress)
-    w = run.spin_up(w, spinup_time, snapshot_dt)
+    if spinup_n_dns is not None and spinup_n_dns != n_dns:
+        _check_spinup_grid(spinup_n_dns, n_dns, spinup_fine_time, spinup_time)
+        w = random_initial_vorticity(n_trajectories, spinup_n_dns, generator, dtype=dtype)
+        run.solver = Kolmogorov2D(spinup_n_dns, **physics)
+        w = run.spin_up(w, spinup_time - spinup_fine_time, snapshot_dt)
+        w, run.solver = spectral_interpolate(w, n_dns), solver
+        run.restart_stopwatch()
+        w = run.spin_up(w, spinup_fine_time, snapshot_dt)
+    else:
+        w = random_initial_vorticity(n_trajectories, n_dns, generator, dtype=dtype)
+        w = run.spin_up(w, spinup_time, snapshot_dt)
     snapshots = torch.empty(n_trajectories, n_snapshots, n_les, n_les, dtype=torch.float32)
     energy = torch.empty(n_trajectories, n_snapshots, dtype=torch.float64)
     enstrophy_dns = torch.empty(n_trajectories, n_snapshots, dtype=torch.float64)
@@ -108,6 +138,7 @@ def generate_kolmogorov(*, n_trajectories: int = 16, n_snapshots: int = 201, sna
         "n_trajectories": n_trajectories, "n_snapshots": n_snapshots, "snapshot_dt": snapshot_dt,
         "spinup_time": spinup_time, "n_dns": n_dns, "n_les": n_les, "nu": nu, "drag": drag,
         "forcing_amplitude": forcing_amplitude, "forcing_wavenumber": forcing_wavenumber,
+        "spinup_n_dns": spinup_n_dns or n_dns, "spinup_fine_time": spinup_fine_time,
         "dt": solver.dt, "steps_per_snapshot": math.ceil(snapshot_dt / solver.dt - 1e-9),
         "dealias": solver.dealias, "seed": seed, "dtype": str(dtype).removeprefix("torch."),
         "filter": f"sharp spectral cut-off |k_x|, |k_y| < {n_les // 2}",

@@ -123,6 +123,10 @@ class IsotropicTurbulence(Turbulence):
         """Kinetic energy 1/2 <|u|^2> (...)."""
         return 0.5 * fields.square().sum(dim=-4).mean(dim=(-3, -2, -1))
 
+    def velocity(self, fields: torch.Tensor) -> torch.Tensor:
+        """The fields are the velocity (..., 3, n, n, n)."""
+        return fields
+
     def view(self, fields: torch.Tensor) -> torch.Tensor:
         """u_x on the plane z = 0: (..., n, n) over (x, y)."""
         return fields[..., 0, :, :, 0]

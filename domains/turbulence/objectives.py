@@ -7,6 +7,8 @@ of the surrogate's own :class:`~flowsci_domains.turbulence.surrogate.ChannelNorm
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -27,26 +29,51 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 class OneStepObjective:
     """Relative L2 of the one-step prediction in normalised units, averaged over the batch.
 
-    ``unroll`` K > 1 adds pushforward training (Brandstetter, Worrall & Welling 2022): each
-    batch draws k uniformly from 1..K, rolls the model k - 1 steps from u(t) without gradient
-    and regresses u(t + kΔ) (batch key ``future``: (B, K, C, *S)) from that state, so that the
-    model learns to correct the errors its own rollouts feed it.
+    ``measure`` maps normalised fields (B, C, *S) to what the loss compares (None: the fields
+    themselves); e.g. the velocity implied by a vorticity field, whose L2 weights a mode of
+    wavenumber k by 1 / k^2, so that the large scales, which hold most of the kinetic energy,
+    count as much as they do in the flow's energy.
+
+    ``unroll`` K > 1 trains on rollouts, in one of two ways (``gradient``):
+
+    - "pushforward" (Brandstetter, Worrall & Welling 2022): each batch draws k uniformly from
+      1..K, rolls the model k - 1 steps from u(t) without gradient and regresses u(t + kΔ)
+      (batch key ``future``: (B, K, C, *S)) from that state, so that the model learns to
+      correct the errors its own rollouts feed it;
+    - "full" (solver-in-the-loop, Um et al. 2020; Kochkov et al. 2021): the model rolls K steps
+      with gradient through every step (a differentiable solver included) and the loss is the
+      mean of the K per-step errors.
     """
 
-    def __init__(self, unroll: int = 1):
+    def __init__(self, unroll: int = 1, gradient: str = "pushforward",
+                 measure: Callable[[torch.Tensor], torch.Tensor] | None = None):
         if unroll < 1:
             raise ValueError(f"unroll must be >= 1, got {unroll}")
-        self.unroll = unroll
+        if gradient not in ("pushforward", "full"):
+            raise ValueError(f"gradient must be 'pushforward' or 'full', got {gradient!r}")
+        self.unroll, self.gradient = unroll, gradient
+        self.measure = measure or (lambda z: z)
+
+    def _error(self, normalizer: nn.Module, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per-sample relative L2 (B,) of the measured normalised fields."""
+        return relative_l2(self.measure(normalizer.normalize(prediction)),
+                           self.measure(normalizer.normalize(target)))
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         normalizer = _unwrapped(model).normalizer
+        if self.unroll > 1 and self.gradient == "full":
+            state, errors = batch["state"], []
+            for j in range(self.unroll):
+                state = model(state)
+                errors.append(self._error(normalizer, state, batch["future"][:, j]).mean())
+            return torch.stack(errors).mean(), {"last_step_loss": float(errors[-1].detach())}
         k = int(torch.randint(1, self.unroll + 1, ())) if self.unroll > 1 else 1
         state, target = batch["state"], batch["next"] if k == 1 else batch["future"][:, k - 1]
         if k > 1:
             with torch.no_grad():
                 for _ in range(k - 1):
                     state = model(state)
-        error = relative_l2(normalizer.normalize(model(state)), normalizer.normalize(target))
+        error = self._error(normalizer, model(state), target)
         return error.mean(), {"unroll": float(k)} if self.unroll > 1 else {}
 
 

@@ -42,6 +42,25 @@ def spectral_filter(w: torch.Tensor, m: int, ndim: int = 2) -> torch.Tensor:
     return torch.fft.irfftn(w_hat, s=(m,) * ndim, dim=axes, norm="forward")
 
 
+def spectral_interpolate(w: torch.Tensor, n: int) -> torch.Tensor:
+    """Trigonometric interpolation of the periodic field w (..., m, m) onto the n x n grid:
+    (..., n, n), the inverse of :func:`spectral_filter`.
+
+    The modes |k_x|, |k_y| < m/2 keep their amplitudes, the coarse Nyquist lines are dropped and
+    every finer mode is zero, so ``spectral_filter(spectral_interpolate(w, n), m)`` returns w
+    whenever w has no Nyquist content (every filtered field). n must be even, n >= m.
+    """
+    m = grid_size(w)
+    if isinstance(n, bool) or not isinstance(n, int) or n < m or n % 2:
+        raise ValueError(f"n must be an even integer >= m={m}, got {n!r}")
+    half = m // 2
+    w_hat = torch.fft.rfft2(w, norm="forward")
+    padded = w_hat.new_zeros(*w_hat.shape[:-2], n, n // 2 + 1)
+    padded[..., :half, :half] = w_hat[..., :half, :half]                    # k_x = 0 .. m/2 - 1
+    padded[..., n - half + 1:, :half] = w_hat[..., m - half + 1:, :half]    # k_x = -(m/2 - 1) .. -1
+    return torch.fft.irfft2(padded, s=(n, n), norm="forward")
+
+
 def _mode_energy(w: torch.Tensor) -> torch.Tensor:
     """1/2 |u_hat_k|^2 per rfft2 mode (..., n, n // 2 + 1), counting each mode's conjugate
     partner, so that the sum over all entries is 1/2 <|u|^2>."""

@@ -17,6 +17,7 @@ class TimedRun:
     def __init__(self, solver: Any, total_time: float, description: str, progress: bool):
         self.solver, self.total_time = solver, total_time
         self.seconds, self.clock = 0.0, 0.0
+        self.timed_from = 0.0  # the physical time at which the stopwatch was last restarted
         self.bar = tqdm(total=total_time, desc=description, disable=not progress,
                         bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} time units [{elapsed}<{remaining}]")
 
@@ -35,9 +36,14 @@ class TimedRun:
             state = self.advance(state, spinup_time / chunks)
         return state
 
+    def restart_stopwatch(self) -> None:
+        """Time the solver from here on (e.g. after a spin-up on a coarser grid)."""
+        self.seconds, self.timed_from = 0.0, self.clock
+
     def seconds_per_time_unit(self) -> float:
-        """Solver wall-clock per unit of physical time advanced so far."""
-        return self.seconds / self.clock if self.clock > 0 else float("nan")
+        """Solver wall-clock per unit of physical time advanced since the stopwatch started."""
+        timed = self.clock - self.timed_from
+        return self.seconds / timed if timed > 0 else float("nan")
 
     def close(self) -> None:
         self.bar.close()
