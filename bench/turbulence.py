@@ -47,13 +47,14 @@ CANDIDATES = {"smagorinsky": [0.05, 0.1, 0.15, 0.2, 0.25, 0.3], "leith": [0.1, 0
 SMOKE = ["data.n_trajectories=4", "data.n_val=1", "data.n_test=1", "data.n_snapshots=8", "data.spinup_time=3",
          "data.spinup_n_dns=null", "data.n_dns=64", "train.steps=4", "eval.rollout_steps=8",
          "eval.short_statistics_steps=4", "eval.error_steps=[1,5]", "eval.correlation_horizon=5",
-         "eval.timing_repeats=2", "eval.dns_timing_time=0.2", "eval.timing_batch=2", "model.dim=16",
-         "model.n_layer=2", "model.dim_head=8", "model.heads=2"]
+         "eval.timing_repeats=2", "eval.dns_timing_time=0.2", "eval.timing_batch=2",
+         "model.corrector={name: ifactformer_m, dim: 16, heads: 2, dim_head: 8, n_layer: 2}"]
 
 
 def common(args: argparse.Namespace) -> list[str]:
     """Settings shared by every row."""
-    return [f"train.threads={args.threads}", "train.checkpoint_every=0", *(SMOKE if args.smoke else [])]
+    return [f"train.threads={args.threads}", "train.checkpoint_every=0", "eval.baselines={}",
+            *(SMOKE if args.smoke else [])]
 
 
 def rows_to_run(args: argparse.Namespace, data_n_dns: int) -> dict[str, list[str]]:
@@ -74,7 +75,8 @@ def rows_to_run(args: argparse.Namespace, data_n_dns: int) -> dict[str, list[str
         f"model={{name: classical_solver, resolution: {data_n_dns}, dealias: two_thirds}}", "train.steps=0",
         "eval.rollout_steps=50"]
     rows["hybrid: 32² solver + IFactFormer-m"] = []
-    rows["IFactFormer-m alone"] = ["model.name=ifactformer_m", "objective.unroll=3",
+    rows["IFactFormer-m alone"] = ["model={name: ifactformer_m, dim: 48, heads: 4, dim_head: 16, n_layer: 6}",
+                                   "objective.loss_on=velocity", "objective.unroll=3",
                                    "objective.unroll_gradient=pushforward"]
     return rows
 
@@ -184,7 +186,8 @@ def main() -> None:
     parser.add_argument("--runs", type=Path, default=REPO / "runs" / "bench_turbulence",
                         help="where the runs go (replaced on every benchmark)")
     parser.add_argument("--smoke", action="store_true", help="tiny data and few steps (checks the script)")
-    parser.add_argument("--models", nargs="*", help="labels to run (default: all)")
+    parser.add_argument("--models", nargs="*", help="labels to run (default: all); the other rows of an "
+                        "existing result in --out are kept")
     parser.add_argument("--report", type=Path, metavar="JSON", help="rewrite the table and figure of a JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -209,12 +212,19 @@ def main() -> None:
             extra = [e.replace("{c}", chosen) for e in extra]
         print(f"--- {label}: {' '.join(extra)}", flush=True)
         rows.append(run_row(label, extra, args))
+    stem = "turbulence" + ("_smoke" if args.smoke else "")
+    previous = args.out / f"{stem}.json"
+    if args.models and previous.exists():  # rerun some rows: keep the others, in their order
+        kept = json.loads(previous.read_text())
+        fresh = {row["model"]: row for row in rows}
+        rows = [fresh.pop(row["model"], row) for row in kept["rows"]] + list(fresh.values())
+        tuning = {**kept["tuning"], **tuning}
     hardware = {"cpu": platform.processor() or platform.machine(), "threads": torch.get_num_threads(),
                 "torch": torch.__version__, "flowsci": flowsci.__version__,
                 "python": platform.python_version()}
     record = {"command": " ".join(["python", "bench/turbulence.py", *sys.argv[1:]]), "hardware": hardware,
               "data": data.meta.attrs, "tuning": tuning, "rows": rows}
-    write(record, args.out, "turbulence" + ("_smoke" if args.smoke else ""))
+    write(record, args.out, stem)
 
 
 if __name__ == "__main__":

@@ -1,57 +1,95 @@
-"""IFactFormer-m's claims (Yang, Wang & Wang, arXiv 2412.18840, 2024) at CPU scale, on the default data and
-training budget of domains/turbulence.yaml: -m and -o (equal parameter budget) trained for the
-same number of steps. About 10 minutes on one core. ``pytest -m slow``."""
+"""The turbulence issue's goals (issue 21) at CPU scale, on the default regime of
+domains/turbulence.yaml, read from the committed benchmark result (``python bench/turbulence.py``,
+bench/results/turbulence.json) instead of re-training its rows (about 45 minutes on one core);
+``pytest -m slow``. Rerun the benchmark to refresh the numbers these tests read.
+
+A goal the benchmark does not reach is a strict xfail with the measured numbers: it fails the
+tier the day it starts to hold, so that the note here is updated.
+"""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 from conftest import REPO
 
-from flowsci.config import load_config
-from flowsci.training import train
-
 pytestmark = pytest.mark.slow
 
-YAML = REPO / "domains" / "turbulence.yaml"
+RESULT = REPO / "bench" / "results" / "turbulence.json"
+HYBRID = "hybrid: 32² solver + IFactFormer-m"
+SURROGATE = "IFactFormer-m alone"
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    out = tmp_path_factory.mktemp("turbulence_claims")
-    variants = {"m": [], "o": ["model.name=ifactformer_o", "model.dim=50"]}  # 74.4 k vs 75.5 k parameters
-    results = {name: train(load_config(YAML, ["train.threads=1", *extra]), out / name, progress=False)
-               for name, extra in variants.items()}
-    for name, result in results.items():
-        print(name, {k: round(v, 4) for k, v in result.metrics.items()})
-    return results
+def rows() -> dict[str, dict]:
+    return {row["model"]: row for row in json.loads(RESULT.read_text())["rows"]}
 
 
-# Measured 2026-11-24 (default data and YAML, one thread): -m one-step 0.426, -o 0.270;
-# -m 300-step rollout: E(k) ratio 0.19-11.7 for k <= 8 (energy piles up at k = 1), enstrophy
-# ratio 1.07; speed-up over the 128² DNS 1.8x (batch 1). The claims below are the paper's;
-# they do not hold for 2-D Kolmogorov flow at this CPU budget (see the turbulence section of
-# the README). strict=True: a claim that starts to hold fails the tier until this is updated.
-NOT_REPRODUCED = "not reproduced at CPU scale on 2-D Kolmogorov flow (measured numbers above)"
+def classical_front(rows: dict[str, dict], prefix: str, metric: str, cost: str, at: float) -> float:
+    """The best ``metric`` (lower is better) of the classical rows named ``prefix``... that cost at
+    most ``at`` — and, if none does, of the cheapest one above it (the classical choice at equal
+    or lower cost than a model costing ``at``)."""
+    candidates = [row for label, row in rows.items() if label.startswith(prefix) and not row["trained"]]
+    affordable = [row[metric] for row in candidates if row[cost] <= at]
+    if affordable:
+        return min(affordable)
+    return min(candidates, key=lambda row: row[cost])[metric]
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_REPRODUCED)
-def test_m_reaches_a_lower_one_step_error_than_o_at_equal_steps(runs):
-    assert runs["m"].metrics["one_step_rel_l2"] < runs["o"].metrics["one_step_rel_l2"]
+def test_every_row_of_the_benchmark_ran_and_its_rollouts_stayed_finite(rows):
+    expected = {"coarse 32² (no closure)", "coarse 64² (no closure)", "Smagorinsky 32²", "Leith 32²",
+                "Smagorinsky 48²", "Smagorinsky 64²", HYBRID, SURROGATE}
+    assert expected <= set(rows)
+    assert any(label.startswith("DNS restart") for label in rows)
+    for label, row in rows.items():
+        assert row["rollout_finite"] == 1.0, label
+        assert row["one_step_rel_l2"] < row["persistence_rel_l2"], label
 
 
-def test_m_rollout_stays_bounded_for_300_steps(runs):
-    m = runs["m"].metrics
-    assert m["rollout_finite"] == 1.0
-    assert m["peak_enstrophy_ratio"] < 2.0, "no blow-up: the largest enstrophy stays near the DNS's"
+def test_the_dns_restart_is_the_floor_of_every_model_on_the_filtered_state(rows):
+    floor = next(row for label, row in rows.items() if label.startswith("DNS restart"))
+    for label, row in rows.items():
+        assert row["one_step_rel_l2"] >= floor["one_step_rel_l2"] - 0.01, label
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_REPRODUCED)
-def test_m_rollout_matches_the_filtered_dns_statistics(runs):
-    m = runs["m"].metrics
-    assert m["spectrum_max_rel_error"] <= 0.2, "time-averaged E(k) within ±20 % for k <= k_cut / 2"
-    assert abs(m["enstrophy_ratio"] - 1) <= 0.2, "mean enstrophy within ±20 %"
+def test_hybrid_keeps_the_short_rollout_statistics_of_the_filtered_dns(rows):
+    hybrid = rows[HYBRID]
+    assert hybrid["spectrum_max_rel_error_short"] <= 0.15, "50-Δ spectrum within ±15 % for k <= 8"
+    assert abs(hybrid["enstrophy_ratio_short"] - 1) <= 0.15, "50-Δ enstrophy within ±15 %"
 
 
-@pytest.mark.xfail(strict=True, reason=NOT_REPRODUCED)
-def test_surrogate_is_ten_times_faster_than_the_dns_per_unit_physical_time(runs):
-    assert runs["m"].metrics["speedup"] >= 10
+def test_hybrid_beats_smagorinsky_on_its_own_grid(rows):
+    hybrid, les = rows[HYBRID], rows["Smagorinsky 32²"]
+    assert hybrid["one_step_rel_l2"] < les["one_step_rel_l2"]
+    assert hybrid["correlation_time"] > les["correlation_time"]
+
+
+@pytest.mark.xfail(strict=True, reason="not reached at CPU scale: the 48²/64² classical solvers are "
+                                       "more accurate at the hybrid's cost (numbers in docs/benchmarks.md)")
+@pytest.mark.parametrize("batch", ["", "_batch16"])
+def test_hybrid_is_more_accurate_than_smagorinsky_at_equal_or_lower_cost(rows, batch):
+    hybrid = rows[HYBRID]
+    cost = f"seconds_per_time_unit{batch}"
+    assert hybrid["one_step_rel_l2"] < classical_front(rows, "Smagorinsky", "one_step_rel_l2", cost,
+                                                       hybrid[cost])
+
+
+@pytest.mark.xfail(strict=True, reason="not reached at CPU scale: the 64² solver without closure is "
+                                       "more accurate at the hybrid's cost (numbers in docs/benchmarks.md)")
+def test_the_main_job_beats_the_coarse_solver_without_closure_at_equal_cost(rows):
+    hybrid = rows[HYBRID]
+    cost = "seconds_per_time_unit"
+    assert hybrid["one_step_rel_l2"] < classical_front(rows, "coarse", "one_step_rel_l2", cost, hybrid[cost])
+
+
+def test_ifactformer_m_alone_stays_bounded_over_300_steps(rows):
+    surrogate = rows[SURROGATE]
+    assert surrogate["rollout_finite"] == 1.0
+    assert surrogate["peak_enstrophy_ratio"] < 2.0
+
+
+@pytest.mark.xfail(strict=True, reason="not reached at CPU scale: its 300-Δ spectrum is off by more "
+                                       "than 30 % (numbers in docs/benchmarks.md)")
+def test_ifactformer_m_alone_keeps_the_300_step_spectrum_within_30_percent(rows):
+    assert rows[SURROGATE]["spectrum_max_rel_error"] <= 0.3

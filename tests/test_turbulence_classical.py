@@ -169,7 +169,8 @@ def tiny(*extra: str):
     settings = ["data.n_trajectories=4", "data.n_val=1", "data.n_test=1", "data.n_snapshots=12",
                 "data.spinup_time=2.0", "data.n_dns=32", "data.n_les=16", "data.spinup_n_dns=null",
                 "data.snapshot_dt=0.2", "train.threads=1", "eval.rollout_steps=6", "eval.error_steps=[1,5]",
-                "eval.timing_repeats=2", "eval.dns_timing_time=0.05", "eval.timing_batch=2"]
+                "eval.timing_repeats=2", "eval.dns_timing_time=0.05", "eval.timing_batch=2",
+                "eval.baselines={}"]
     return load_config(TURBULENCE_YAML, [*settings, *extra])
 
 
@@ -200,3 +201,24 @@ def test_baselines_are_evaluated_beside_the_model_and_compared(tmp_path, caplog)
     with pytest.raises(ConfigError, match="eval.baselines.bad must be a model mapping"):
         train(tiny("train.steps=0", "model={name: classical_solver}", "eval.baselines={bad: {c: 0.1}}"),
               tmp_path / "bad", progress=False)
+
+
+def test_input_noise_perturbs_the_state_in_normalised_units_only():
+    """With a model u -> 0 the loss is |0 - target| / |target| = 1 whatever the input; with the
+    identity model the loss is |noise| / |target|, whose expectation is known in closed form."""
+    torch.manual_seed(0)
+    target = torch.randn(64, 1, 16, 16, dtype=torch.float64)
+    normalizer = torch.nn.Module()
+    normalizer.normalize = lambda u: (u - 1.0) / 2.0
+    normalizer.denormalize = lambda z: 2.0 * z + 1.0
+    model = torch.nn.Identity()
+    model.normalizer = normalizer
+    noisy = OneStepObjective(noise=0.3)
+    loss, _ = noisy.loss(model, {"state": target, "next": target})
+    # normalised noise of std 0.3 against normalised targets of rms 1/2 (plus the mean shift -1/2)
+    expected = 0.3 * math.sqrt(256) / float(normalizer.normalize(target).flatten(1).norm(dim=1).mean())
+    assert float(loss) == pytest.approx(expected, rel=0.05)
+    clean, _ = OneStepObjective().loss(model, {"state": target, "next": target})
+    assert float(clean) == 0.0
+    with pytest.raises(ValueError, match="noise must be >= 0"):
+        OneStepObjective(noise=-0.1)

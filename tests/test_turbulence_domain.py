@@ -23,7 +23,7 @@ TURBULENCE_YAML = REPO / "domains" / "turbulence.yaml"
 TINY = ["data.n_trajectories=4", "data.n_val=1", "data.n_test=1", "data.n_snapshots=12",
         "data.spinup_time=2.0", "data.n_dns=32", "data.n_les=16", "data.spinup_n_dns=null",
         "data.snapshot_dt=0.2",
-        "model.dim=16", "model.heads=2", "model.dim_head=8", "model.n_layer=2",
+        "model={name: ifactformer_m, dim: 16, heads: 2, dim_head: 8, n_layer: 2}", "eval.baselines={}",
         "train.steps=8", "train.batch_size=4", "train.log_every=1", "train.warmup_steps=2",
         "train.checkpoint_every=4", "train.threads=1",
         "eval.rollout_steps=12", "eval.error_steps=[1,5,11]", "eval.members=3",

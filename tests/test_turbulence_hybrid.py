@@ -22,7 +22,8 @@ TURBULENCE_YAML = REPO / "domains" / "turbulence.yaml"
 TINY = ["model.name=hybrid_solver", "data.n_trajectories=4", "data.n_val=1", "data.n_test=1",
         "data.n_snapshots=12", "data.spinup_time=2.0", "data.n_dns=32", "data.n_les=16",
         "data.spinup_n_dns=null", "data.snapshot_dt=0.2",
-        "model.dim=16", "model.heads=2", "model.dim_head=8", "model.n_layer=2",
+        "model.corrector={name: ifactformer_m, dim: 16, heads: 2, dim_head: 8, n_layer: 2}",
+        "model.solver_dt=null", "eval.baselines={}",
         "train.steps=4", "train.batch_size=4", "train.log_every=1", "train.warmup_steps=1",
         "train.checkpoint_every=2", "train.threads=1", "eval.rollout_steps=5", "eval.error_steps=[1,5]",
         "eval.timing_repeats=2", "eval.dns_timing_time=0.05", "eval.timing_batch=2"]
@@ -78,8 +79,9 @@ def tiny_hybrid() -> HybridSolver:
     """A float64 hybrid on an 8² grid with a non-zero correction."""
     torch.manual_seed(0)
     model = HybridSolver(1, 1, n=8, snapshot_dt=0.3, nu=0.01, drag=0.1, forcing_amplitude=2.0,
-                         forcing_wavenumber=2, mean=[0.1], std=[2.0], dim=8, heads=2, dim_head=4,
-                         n_layer=2).double()
+                         forcing_wavenumber=2, mean=[0.1], std=[2.0],
+                         corrector={"name": "ifactformer_m", "dim": 8, "heads": 2, "dim_head": 4,
+                                    "n_layer": 2}).double()
     return model
 
 
@@ -139,3 +141,18 @@ def test_the_data_sets_the_solver_arguments():
     with pytest.raises(ValueError, match="in_channels = out_channels = 1"):
         HybridSolver(2, 2, n=8, snapshot_dt=0.3, nu=0.01, drag=0.1, forcing_amplitude=2.0,
                      forcing_wavenumber=2, mean=[0.0, 0.0], std=[1.0, 1.0])
+
+
+def test_an_fno_corrector_also_starts_as_the_plain_solver_and_bad_specs_are_rejected():
+    settings = dict(n=8, snapshot_dt=0.3, nu=0.01, drag=0.1, forcing_amplitude=2.0, forcing_wavenumber=2,
+                    mean=[0.1], std=[2.0], corrections=2)
+    model = HybridSolver(1, 1, corrector={"name": "fno", "modes": 3, "width": 4, "n_layers": 1},
+                         **settings).double()
+    z = random_initial_vorticity(2, 8, torch.Generator().manual_seed(1), dtype=torch.float64).unsqueeze(1)
+    with torch.no_grad():
+        expected = model.coarse_step(model.coarse_step(z))
+        assert torch.equal(model(z), expected)
+    with pytest.raises(ValueError, match="without in_channels"):
+        HybridSolver(1, 1, corrector={"name": "fno", "in_channels": 2}, **settings)
+    with pytest.raises(ValueError, match="corrections must be an integer >= 1"):
+        HybridSolver(1, 1, **{**settings, "corrections": 0})

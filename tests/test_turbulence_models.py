@@ -22,7 +22,9 @@ from flowsci_domains.turbulence.factorized_attention import (
     FactorizedAttention,
     apply_chained,
     apply_parallel,
-    rotary_embedding,
+    apply_rotary,
+    axis_coordinates,
+    rotary_tables,
 )
 from flowsci_domains.turbulence.fno import FNO, IFNO, SpectralConv
 from flowsci_domains.turbulence.ifactformer import IFactFormer, IFactFormerM, IFactFormerO
@@ -104,31 +106,48 @@ def test_kernel_application_rejects_mismatched_shapes():
 
 # --- rotary embedding ------------------------------------------------------------------------------
 
+def _rotary(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    return apply_rotary(x, *rotary_tables(positions, x.shape[-1]))
+
+
+def test_rotary_turns_each_feature_pair_by_its_own_frequency():
+    # RoFormer's rotation: pair (j, j + d/2) turns by position · 10000^(-2j/d) / min_freq
+    d = 6
+    x, positions = _random(4, d), _random(4)
+    out = _rotary(x, positions)
+    for j in range(d // 2):
+        angle = positions * 10000.0 ** (-2 * j / d) / ROTARY_MIN_FREQ
+        first, second = x[:, j], x[:, j + d // 2]
+        torch.testing.assert_close(out[:, j], first * angle.cos() - second * angle.sin(), rtol=0, atol=1e-12)
+        torch.testing.assert_close(out[:, j + d // 2], second * angle.cos() + first * angle.sin(),
+                                   rtol=0, atol=1e-12)
+
+
 def test_rotary_two_features_is_the_rotation_matrix():
     x, positions = _random(7, 2), _random(7)
     angles = positions / ROTARY_MIN_FREQ
     rotation = torch.stack([torch.stack([angles.cos(), -angles.sin()], -1),
                             torch.stack([angles.sin(), angles.cos()], -1)], -2)  # (7, 2, 2)
     expected = (rotation @ x[..., None])[..., 0]
-    torch.testing.assert_close(rotary_embedding(x, positions), expected, rtol=0, atol=1e-12)
+    torch.testing.assert_close(_rotary(x, positions), expected, rtol=0, atol=1e-12)
 
 
 def test_rotary_dot_product_depends_only_on_position_difference():
     q, k = _random(1, 16, seed=1), _random(1, 16, seed=2)
 
     def dot(p: float, p_prime: float) -> float:
-        rq = rotary_embedding(q, torch.tensor([p], dtype=torch.float64))
-        rk = rotary_embedding(k, torch.tensor([p_prime], dtype=torch.float64))
+        rq = _rotary(q, torch.tensor([p], dtype=torch.float64))
+        rk = _rotary(k, torch.tensor([p_prime], dtype=torch.float64))
         return float((rq * rk).sum())
 
     assert dot(0.3, 1.1) == pytest.approx(dot(0.3 + 2.7, 1.1 + 2.7), abs=1e-9)
     assert dot(0.3, 1.1) == pytest.approx(dot(-4.0, -3.2), abs=1e-9)
     assert dot(0.9, 0.9) == pytest.approx(float((q * k).sum()), abs=1e-12)  # no offset, no rotation
     assert abs(dot(0.3, 1.1) - float((q * k).sum())) > 1e-3  # a real offset does rotate
-    norms = rotary_embedding(q.expand(5, 16), _random(5)).norm(dim=-1)
+    norms = _rotary(q.expand(5, 16), _random(5)).norm(dim=-1)
     torch.testing.assert_close(norms, q.norm().expand(5), rtol=0, atol=1e-12)
     with pytest.raises(ValueError, match="even"):
-        rotary_embedding(_random(3, 5), _random(3))
+        _rotary(_random(3, 5), _random(3))
 
 
 # --- the block's axis kernels ---------------------------------------------------------------------
@@ -345,6 +364,80 @@ def test_ifactformer_variants_and_subclasses():
     assert len(kernels) == 6 and [k.shape for k in kernels[0]] == [(2, 4, 12, 12), (2, 4, 10, 10)]
 
 
+# --- cached position tables (not in the state_dict) ------------------------------------------------
+
+def test_rotary_tables_are_cached_per_grid_size_dtype_and_device():
+    block, u = _block(), _random(2, 12, 10, 8)
+    out = block(u)
+    cpu = torch.device("cpu")
+    assert set(block.rotary_cache) == {(12, torch.float64, cpu), (10, torch.float64, cpu)}
+    for (n, dtype, device), tables in block.rotary_cache.items():
+        fresh = rotary_tables(axis_coordinates(n, block.length, dtype, device), block.kernel_dim)
+        assert all(torch.equal(cached, new) for cached, new in zip(tables, fresh))
+    held = dict(block.rotary_cache)
+    torch.testing.assert_close(block(u), out, rtol=0, atol=0)
+    assert all(block.rotary_cache[key] is tables for key, tables in held.items())  # reused, not rebuilt
+    block.rotary_cache.clear()
+    torch.testing.assert_close(block(u), out, rtol=0, atol=0)  # rebuilt: the same output
+    block.float()(u.float())
+    assert {key[1] for key in block.rotary_cache} == {torch.float64, torch.float32}
+
+
+def test_fourier_feature_cache_follows_its_frequency_buffer():
+    model, other = _ifactformer(2), IFactFormer(2, 1, dim=8, heads=2, dim_head=4, kernel_multiplier=2,
+                                                n_layer=2).double()
+    features, grid, u = model.fourier_features, (8, 6), _random(2, 2, 8, 6)
+    model(u)
+
+    def fresh_matches(dtype: torch.dtype) -> bool:
+        return torch.equal(features(grid, dtype), features.features(grid).to(dtype))
+
+    assert fresh_matches(torch.float64)
+    model.load_state_dict(other.state_dict())  # new frequencies, copied in place
+    assert fresh_matches(torch.float64)
+    torch.testing.assert_close(model(u), other(u), rtol=0, atol=0)
+    with torch.no_grad():
+        features.frequencies.mul_(0.5)
+    assert fresh_matches(torch.float64)
+    model.float()  # a new buffer in float32
+    assert fresh_matches(torch.float32) and fresh_matches(torch.float64)
+
+
+@pytest.mark.parametrize("variant", ["parallel", "chained"])
+def test_caches_stay_out_of_the_state_dict(variant):
+    model = _ifactformer(2, variant, n_dims=3)
+    before = model.state_dict()
+    expected = {name for name, _ in model.named_parameters()} | {"fourier_features.frequencies"}
+    assert set(before) == expected
+    model(_random(1, 2, 6, 4, 5))
+    model(_random(1, 2, 8, 8, 8).float().double())
+    assert set(model.state_dict()) == expected
+    fresh = _ifactformer(2, variant, n_dims=3)
+    fresh.load_state_dict(model.state_dict(), strict=True)
+
+
+def test_tables_first_made_in_inference_mode_serve_training():
+    model, u = _ifactformer(2), _random(2, 2, 8, 6)
+    with torch.inference_mode():
+        model(u)
+    model(u).square().mean().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+
+
+def test_qk_gain_scales_only_the_initial_query_and_key_maps():
+    states = []
+    for gain in (1.0, 7.0):
+        torch.manual_seed(0)
+        states.append(IFactFormerO(2, 1, n_dims=3, dim=8, heads=2, dim_head=4, kernel_multiplier=2,
+                                   qk_gain=gain).state_dict())
+    assert list(states[0]) == list(states[1])
+    for name, reference in states[0].items():
+        if ".to_q." in name or ".to_k." in name:
+            torch.testing.assert_close(states[1][name], 7.0 * reference, rtol=1e-6, atol=0)
+        else:
+            assert torch.equal(states[1][name], reference), name
+
+
 MODELS = [
     lambda n: IFactFormerM(2, 3, n_dims=n, dim=8, heads=2, dim_head=4, kernel_multiplier=2, n_layer=2),
     lambda n: IFactFormerO(2, 3, n_dims=n, dim=8, heads=2, dim_head=4, kernel_multiplier=2, n_layer=2),
@@ -379,6 +472,7 @@ def test_shapes_and_gradients_reach_every_parameter(build, grid):
     (lambda: IFactFormer(1, 1, n_layer=0), "n_layer"),
     (lambda: IFactFormer(1, 1, length=0.0), "length"),
     (lambda: IFactFormer(1, 1, fourier_scale=-1.0), "fourier_scale"),
+    (lambda: IFactFormerO(1, 1, qk_gain=0.0), "qk_gain"),
     (lambda: FNO(1, 1, n_dims=4), "n_dims"),
     (lambda: FNO(1, 1, modes=0), "modes"),
     (lambda: FNO(1, 1, n_layers=0), "n_layers"),

@@ -110,12 +110,17 @@ class TurbulenceObjective(FlowMatchingConfig):
     unroll: int = 1                  # one_step: train on K-step rollouts (1: plain one-step training)
     unroll_gradient: Literal["pushforward", "full"] = "pushforward"  # how the K steps are trained
     loss_on: Literal["field", "velocity"] = "field"  # one_step: the data's field, or its velocity
+    input_noise: float = 0.0         # one_step: std of Gaussian noise on the input state (normalised units)
 
     def __post_init__(self) -> None:
         if self.unroll < 1:
             raise ValueError(f"unroll must be >= 1, got {self.unroll}")
         if self.unroll > 1 and self.kind != "one_step":
             raise ValueError("unroll > 1 (rollout training) needs kind: one_step")
+        if self.input_noise < 0:
+            raise ValueError(f"input_noise must be >= 0, got {self.input_noise}")
+        if self.input_noise > 0 and self.kind != "one_step":
+            raise ValueError("input_noise needs kind: one_step")
         if self.loss_on != "field" and self.kind != "one_step":
             raise ValueError(f"loss_on={self.loss_on!r} needs kind: one_step (flow matching regresses "
                              "the velocity of its own path)")
@@ -324,7 +329,7 @@ class Turbulence(DomainBase):
         o = cfg.objective
         if o.kind == "one_step":
             return OneStepObjective(o.unroll, o.unroll_gradient,
-                                    self.velocity if o.loss_on == "velocity" else None)
+                                    self.velocity if o.loss_on == "velocity" else None, o.input_noise)
         return FlowOneStepObjective(FlowMatching.from_config(cfg.objective))
 
     def is_flow(self, cfg: Config) -> bool:

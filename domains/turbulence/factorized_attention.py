@@ -37,22 +37,32 @@ ROTARY_MIN_FREQ = 1.0 / 64.0  # fastest rotary frequency 1 / min_freq = 64 rad p
 QK_INIT_GAIN = 0.02  # Xavier-uniform gain of W_q and W_k
 
 
-def rotary_embedding(x: torch.Tensor, positions: torch.Tensor,
-                     min_freq: float = ROTARY_MIN_FREQ) -> torch.Tensor:
-    """1-D rotary position embedding: x (..., n, d), positions (n,) -> (..., n, d), d even.
+def rotary_tables(positions: torch.Tensor, d: int,
+                  min_freq: float = ROTARY_MIN_FREQ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Full-width tables (C, S) of the 1-D rotary embedding: positions (n,) -> two (n, d), d even.
 
-    The feature pairs (x[..., j], x[..., j + d/2]) at point i are rotated by the angle
-    positions[i] · 10000^(-2j/d) / min_freq, so <R(p) q, R(p') k> depends on p - p' only.
+    Pair j < d/2 (features j and j + d/2) at point i turns by the angle
+    θ_ij = positions[i] · 10000^(-2j/d) / min_freq (Su et al., RoFormer, arXiv 2104.09864);
+    C = [cos θ, cos θ] and S = [-sin θ, sin θ] on the feature axis, for :func:`apply_rotary`.
     """
-    d = x.shape[-1]
     if d % 2:
         raise ValueError(f"rotary embedding needs an even feature size, got {d}")
     half = d // 2
-    freqs = torch.exp(torch.arange(half, dtype=x.dtype, device=x.device) * (-2.0 * math.log(1e4) / d))
-    angles = positions.to(x.dtype)[:, None] * (freqs / min_freq)
+    freqs = torch.exp(torch.arange(half, dtype=positions.dtype, device=positions.device)
+                      * (-2.0 * math.log(1e4) / d))
+    angles = positions[:, None] * (freqs / min_freq)
     cos, sin = angles.cos(), angles.sin()
-    first, second = x[..., :half], x[..., half:]
-    return torch.cat([first * cos - second * sin, second * cos + first * sin], dim=-1)
+    return torch.cat([cos, cos], dim=-1), torch.cat([-sin, sin], dim=-1)
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotary embedding of x (..., n, d) with the tables (n, d) of :func:`rotary_tables`.
+
+    (x_j, x_{j+d/2}) -> (x_j cos θ - x_{j+d/2} sin θ, x_{j+d/2} cos θ + x_j sin θ), so
+    <R(p) q, R(p') k> depends on p - p' only.
+    """
+    half = x.shape[-1] // 2
+    return x * cos + torch.cat([x[..., half:], x[..., :half]], dim=-1) * sin
 
 
 def _check_kernels(kernels: list[torch.Tensor], v: torch.Tensor) -> None:
@@ -104,7 +114,7 @@ def axis_coordinates(n: int, length: float, dtype: torch.dtype, device: torch.de
 class _AxisKernel(nn.Module):
     """Pooled field (B, n_a, C) of one axis -> kernel K_a = q_a k_aᵀ (B, h, n_a, n_a)."""
 
-    def __init__(self, dim: int, heads: int, kernel_dim: int):
+    def __init__(self, dim: int, heads: int, kernel_dim: int, qk_gain: float):
         super().__init__()
         self.heads, self.kernel_dim = heads, kernel_dim
         self.axis_map = nn.Linear(dim, dim, bias=False)
@@ -113,16 +123,18 @@ class _AxisKernel(nn.Module):
         self.mlp_out = nn.Linear(dim, dim)
         self.to_q = nn.Linear(dim, heads * kernel_dim, bias=False)
         self.to_k = nn.Linear(dim, heads * kernel_dim, bias=False)
-        nn.init.xavier_uniform_(self.to_q.weight, gain=QK_INIT_GAIN)
-        nn.init.xavier_uniform_(self.to_k.weight, gain=QK_INIT_GAIN)
+        nn.init.xavier_uniform_(self.to_q.weight, gain=QK_INIT_GAIN * qk_gain)
+        nn.init.xavier_uniform_(self.to_k.weight, gain=QK_INIT_GAIN * qk_gain)
 
-    def forward(self, pooled: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    def forward(self, pooled: torch.Tensor, rotary: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """pooled (B, n, C), rotary tables (n, kernel_dim) of :func:`rotary_tables` -> (B, h, n, n)."""
         value, gate = self.gated(self.norm(self.axis_map(pooled))).chunk(2, dim=-1)
         reduced = self.mlp_out(F.gelu(value) * gate)
         batch, n = reduced.shape[:2]
-        q = self.to_q(reduced).view(batch, n, self.heads, self.kernel_dim).transpose(1, 2)
-        k = self.to_k(reduced).view(batch, n, self.heads, self.kernel_dim).transpose(1, 2)
-        q, k = rotary_embedding(q, positions), rotary_embedding(k, positions)
+        # q and k from one product with the stacked weights (the state_dict keeps both maps)
+        qk = F.linear(reduced, torch.cat([self.to_q.weight, self.to_k.weight]))
+        q, k = apply_rotary(qk.view(batch, n, 2, self.heads, self.kernel_dim).permute(2, 0, 3, 1, 4),
+                            *rotary).unbind(0)  # (B, h, n, kernel_dim) each
         return q @ k.transpose(-1, -2)
 
 
@@ -131,11 +143,16 @@ class FactorizedAttention(nn.Module):
 
     variant "parallel" (IFactFormer-m) or "chained" (FactFormer, IFactFormer-o); heads h of
     value width dim_head; the axis kernels have rank dim_head · kernel_multiplier per head. The
-    grid is periodic with side `length` on every axis (coordinates length · i / n_a).
+    grid is periodic with side `length` on every axis (coordinates length · i / n_a). W_q and
+    W_k start Xavier-uniform with gain QK_INIT_GAIN · qk_gain (1: the reference initialisation).
+
+    The rotary tables of each grid size are cached per (n_a, dtype, device), outside the
+    state_dict.
     """
 
     def __init__(self, dim: int, n_dims: int = 2, heads: int = 4, dim_head: int = 32,
-                 kernel_multiplier: int = 3, variant: str = "parallel", length: float = 2 * math.pi):
+                 kernel_multiplier: int = 3, variant: str = "parallel", length: float = 2 * math.pi,
+                 qk_gain: float = 1.0):
         super().__init__()
         if n_dims not in (2, 3):
             raise ValueError(f"n_dims must be 2 or 3, got {n_dims!r}")
@@ -150,13 +167,17 @@ class FactorizedAttention(nn.Module):
                              f"{dim_head} * {kernel_multiplier}")
         if not length > 0:
             raise ValueError(f"length must be > 0, got {length!r}")
+        if not qk_gain > 0:
+            raise ValueError(f"qk_gain must be > 0, got {qk_gain!r}")
         self.n_dims, self.heads, self.dim_head = n_dims, heads, dim_head
         self.variant, self.length = variant, float(length)
+        self.kernel_dim = dim_head * kernel_multiplier
+        self.rotary_cache: dict[tuple[int, torch.dtype, torch.device], tuple[torch.Tensor, torch.Tensor]] = {}
         self.norm = nn.LayerNorm(dim)
         self.to_value = nn.Linear(dim, heads * dim_head, bias=False)
         self.to_reducer = nn.Linear(dim, dim, bias=False)
         self.kernel_nets = nn.ModuleList(
-            _AxisKernel(dim, heads, dim_head * kernel_multiplier) for _ in range(n_dims))
+            _AxisKernel(dim, heads, self.kernel_dim, qk_gain) for _ in range(n_dims))
         mixed = heads * dim_head * (n_dims if variant == "parallel" else 1)
         # output maps, used through their weight matrices on channels-first (B, channels, N)
         self.mix = nn.Linear(mixed, dim, bias=False)  # then GELU
@@ -167,14 +188,23 @@ class FactorizedAttention(nn.Module):
             raise ValueError(f"expected u of shape (B, *{self.n_dims} grid sizes, "
                              f"{self.norm.normalized_shape[0]}), got {tuple(u.shape)}")
 
+    def rotary(self, n: int, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rotary tables (n, kernel_dim) of an axis of n points (made once, then cached)."""
+        key = (n, dtype, device)
+        if key not in self.rotary_cache:
+            with torch.inference_mode(False):  # usable by autograd when first made in inference mode
+                positions = axis_coordinates(n, self.length, dtype, device)
+                self.rotary_cache[key] = rotary_tables(positions, self.kernel_dim)
+        return self.rotary_cache[key]
+
     def _kernels(self, normed: torch.Tensor) -> list[torch.Tensor]:
         spatial = list(range(1, self.n_dims + 1))
         kernels = []
         for axis, kernel_net in enumerate(self.kernel_nets):
             others = [d for d in spatial if d != axis + 1]
             pooled = self.to_reducer(normed.mean(dim=others))
-            positions = axis_coordinates(normed.shape[axis + 1], self.length, normed.dtype, normed.device)
-            kernels.append(kernel_net(pooled, positions))
+            rotary = self.rotary(normed.shape[axis + 1], normed.dtype, normed.device)
+            kernels.append(kernel_net(pooled, rotary))
         return kernels
 
     def axis_kernels(self, u: torch.Tensor) -> list[torch.Tensor]:

@@ -30,31 +30,54 @@ from flowsci_domains.turbulence.factorized_attention import FactorizedAttention
 class GaussianFourierFeatures(nn.Module):
     """Fixed random Fourier features of the unit-box grid coordinates: -> (*grid, dim).
 
-    frequencies: (n_dims, dim/2) ~ N(0, scale²), a buffer saved with the model.
+    frequencies: (n_dims, dim/2) ~ N(0, scale²), a buffer saved with the model (Tancik et al.,
+    NeurIPS 2020, arXiv 2006.10739). The features depend on the grid and that buffer only, so
+    they are cached per (grid, dtype, device), outside the state_dict, and made again whenever
+    the buffer is replaced or written in place (e.g. by ``load_state_dict``).
     """
 
     def __init__(self, n_dims: int, dim: int, scale: float):
         super().__init__()
         self.register_buffer("frequencies", torch.randn(n_dims, dim // 2) * scale)
+        self.cache: dict[tuple[tuple[int, ...], torch.dtype, torch.device], torch.Tensor] = {}
+        self.cached_from: tuple[torch.Tensor, int] | None = None  # (frequencies, its version)
 
-    def forward(self, grid: tuple[int, ...]) -> torch.Tensor:
+    def features(self, grid: tuple[int, ...]) -> torch.Tensor:
+        """The features computed afresh in the buffer's dtype: (*grid, dim)."""
         freqs = self.frequencies
         axes = [torch.arange(n, dtype=freqs.dtype, device=freqs.device) / n for n in grid]
         coords = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)
         angles = 2 * math.pi * coords @ freqs
         return torch.cat([angles.sin(), angles.cos()], dim=-1)
 
+    def forward(self, grid: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+        """The features of ``grid`` cast to ``dtype``: (*grid, dim), from the cache when valid."""
+        if torch.compiler.is_compiling():  # a traced graph computes them inline: no guard on the version
+            return self.features(tuple(grid)).to(dtype)
+        freqs = self.frequencies
+        stamp = self.cached_from
+        if stamp is None or stamp[0] is not freqs or stamp[1] != freqs._version:
+            self.cache.clear()
+            self.cached_from = (freqs, freqs._version)
+        key = (tuple(grid), dtype, freqs.device)
+        if key not in self.cache:
+            with torch.inference_mode(False):  # usable by autograd when first made in inference mode
+                self.cache[key] = self.features(tuple(grid)).to(dtype)
+        return self.cache[key]
+
 
 class IFactFormer(nn.Module):
     """Implicit factorized transformer: u (B, in_channels, *grid) -> (B, out_channels, *grid).
 
     grid = (nx, ny) or (nx, ny, nz), any sizes, periodic with side `length` on every axis.
-    variant "parallel" is IFactFormer-m, "chained" IFactFormer-o.
+    variant "parallel" is IFactFormer-m, "chained" IFactFormer-o; qk_gain scales the initial
+    query and key maps (see :class:`FactorizedAttention`).
     """
 
     def __init__(self, in_channels: int, out_channels: int, n_dims: int = 2, dim: int = 48,
                  heads: int = 4, dim_head: int = 32, kernel_multiplier: int = 3, n_layer: int = 6,
-                 variant: str = "parallel", length: float = 2 * math.pi, fourier_scale: float = 8.0):
+                 variant: str = "parallel", length: float = 2 * math.pi, fourier_scale: float = 8.0,
+                 qk_gain: float = 1.0):
         super().__init__()
         for name, value in (("in_channels", in_channels), ("out_channels", out_channels),
                             ("n_layer", n_layer)):
@@ -65,7 +88,7 @@ class IFactFormer(nn.Module):
         if not fourier_scale > 0:
             raise ValueError(f"fourier_scale must be > 0, got {fourier_scale!r}")
         self.block = FactorizedAttention(dim, n_dims, heads, dim_head, kernel_multiplier,
-                                         variant, length)
+                                         variant, length, qk_gain)
         self.in_channels, self.n_dims, self.n_layer = in_channels, n_dims, n_layer
         self.lift = nn.Sequential(nn.Linear(in_channels, dim // 2), nn.GELU(),
                                   nn.Linear(dim // 2, dim, bias=False))
@@ -79,7 +102,7 @@ class IFactFormer(nn.Module):
         if u.dim() != self.n_dims + 2 or u.shape[1] != self.in_channels:
             raise ValueError(f"expected u of shape (B, {self.in_channels}, *{self.n_dims} grid sizes), "
                              f"got {tuple(u.shape)}")
-        positional = self.position_map(self.fourier_features(u.shape[2:]).to(u.dtype))
+        positional = self.position_map(self.fourier_features(tuple(u.shape[2:]), u.dtype))
         return self.lift(u.movedim(1, -1)) + positional
 
     def forward(self, u: torch.Tensor) -> torch.Tensor:
@@ -104,9 +127,9 @@ class IFactFormerM(IFactFormer):
 
     def __init__(self, in_channels: int, out_channels: int, n_dims: int = 2, dim: int = 48,
                  heads: int = 4, dim_head: int = 32, kernel_multiplier: int = 3, n_layer: int = 6,
-                 length: float = 2 * math.pi, fourier_scale: float = 8.0):
+                 length: float = 2 * math.pi, fourier_scale: float = 8.0, qk_gain: float = 1.0):
         super().__init__(in_channels, out_channels, n_dims, dim, heads, dim_head, kernel_multiplier,
-                         n_layer, "parallel", length, fourier_scale)
+                         n_layer, "parallel", length, fourier_scale, qk_gain)
 
 
 class IFactFormerO(IFactFormer):
@@ -114,7 +137,7 @@ class IFactFormerO(IFactFormer):
 
     def __init__(self, in_channels: int, out_channels: int, n_dims: int = 2, dim: int = 48,
                  heads: int = 4, dim_head: int = 32, kernel_multiplier: int = 3, n_layer: int = 6,
-                 length: float = 2 * math.pi, fourier_scale: float = 8.0):
+                 length: float = 2 * math.pi, fourier_scale: float = 8.0, qk_gain: float = 1.0):
         super().__init__(in_channels, out_channels, n_dims, dim, heads, dim_head, kernel_multiplier,
-                         n_layer, "chained", length, fourier_scale)
+                         n_layer, "chained", length, fourier_scale, qk_gain)
 

@@ -43,16 +43,29 @@ class OneStepObjective:
     - "full" (solver-in-the-loop, Um et al. 2020; Kochkov et al. 2021): the model rolls K steps
       with gradient through every step (a differentiable solver included) and the loss is the
       mean of the K per-step errors.
+
+    ``noise`` > 0 adds Gaussian noise of that std (normalised units) to the input state.
     """
 
     def __init__(self, unroll: int = 1, gradient: str = "pushforward",
-                 measure: Callable[[torch.Tensor], torch.Tensor] | None = None):
+                 measure: Callable[[torch.Tensor], torch.Tensor] | None = None, noise: float = 0.0):
         if unroll < 1:
             raise ValueError(f"unroll must be >= 1, got {unroll}")
         if gradient not in ("pushforward", "full"):
             raise ValueError(f"gradient must be 'pushforward' or 'full', got {gradient!r}")
-        self.unroll, self.gradient = unroll, gradient
+        if not noise >= 0:
+            raise ValueError(f"noise must be >= 0, got {noise}")
+        self.unroll, self.gradient, self.noise = unroll, gradient, noise
         self.measure = measure or (lambda z: z)
+
+    def _perturbed(self, normalizer: nn.Module, state: torch.Tensor) -> torch.Tensor:
+        """The input state with Gaussian noise of std ``noise`` in normalised units (noise
+        injection, Sanchez-Gonzalez et al. 2020: the model sees states off the data, as in its
+        own rollouts); unchanged when noise = 0."""
+        if self.noise == 0:
+            return state
+        z = normalizer.normalize(state)
+        return normalizer.denormalize(z + self.noise * torch.randn_like(z))
 
     def _error(self, normalizer: nn.Module, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Per-sample relative L2 (B,) of the measured normalised fields."""
@@ -62,13 +75,14 @@ class OneStepObjective:
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         normalizer = _unwrapped(model).normalizer
         if self.unroll > 1 and self.gradient == "full":
-            state, errors = batch["state"], []
+            state, errors = self._perturbed(normalizer, batch["state"]), []
             for j in range(self.unroll):
                 state = model(state)
                 errors.append(self._error(normalizer, state, batch["future"][:, j]).mean())
             return torch.stack(errors).mean(), {"last_step_loss": float(errors[-1].detach())}
         k = int(torch.randint(1, self.unroll + 1, ())) if self.unroll > 1 else 1
         state, target = batch["state"], batch["next"] if k == 1 else batch["future"][:, k - 1]
+        state = self._perturbed(normalizer, state)
         if k > 1:
             with torch.no_grad():
                 for _ in range(k - 1):
