@@ -1,6 +1,6 @@
 # flowsci developer commands. Each target creates .venv on first use.
 #   make demo        set up and train toy2d (prints the run directory and its metrics)
-#   make turbulence  set up, generate filtered Kolmogorov DNS and train IFactFormer-m (~6 min)
+#   make turbulence  set up, generate filtered Kolmogorov DNS and train the solver-in-the-loop hybrid
 #   make rotations   set up and train the SO(3) density benchmark (unit-quaternion flow)
 #   make backbones   set up, fetch 50 proteins from PyPI (MDAnalysisTests) and train SE(3)^N frames
 #   make population  set up and train Meta Flow Matching on the letters (held-out X and Y)
@@ -16,7 +16,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraint
 STAMP  := $(VENV)/.flowsci-installed
 
 .PHONY: install demo turbulence rotations backbones population lpinn kinetic images lint test test-slow bench-deps bench bench-turbulence \
-	bench-rotations bench-population bench-lpinn bench-kinetic bench-images clean
+	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images clean
 
 install: $(STAMP)
 
@@ -69,8 +69,12 @@ bench-deps: install
 bench: bench-deps
 	$(BIN)/python bench/toy2d_vs_peers.py
 
-bench-turbulence: bench-deps
-	$(BIN)/python bench/turbulence.py --epochs 8
+bench-turbulence: install
+	$(BIN)/python bench/turbulence.py
+	$(BIN)/python bench/turbulence3d_m_vs_o.py
+
+bench-turbulence-operators: bench-deps
+	$(BIN)/python bench/turbulence_operators.py --epochs 8
 
 bench-rotations: install
 	$(BIN)/python bench/rotations.py

@@ -8,8 +8,9 @@ Every row is a run of flowsci's own pipeline on the same data, evaluated the sam
   coefficient with the lowest mean relative L2 over the first ``--tune-steps`` rollout steps
   from every 5th validation snapshot), the same at 48² and 64² (finer classical solvers, filtered
   back to 32²), and the DNS restarted from the filtered state (the floor of any closure);
-- learned models trained for the YAML's steps: the solver-in-the-loop hybrid (the main job) and
-  IFactFormer-m alone (its best recipe here: velocity loss, pushforward training).
+- learned models trained for the YAML's steps: the solver-in-the-loop hybrid (the main job) with
+  an IFactFormer-m or an FNO corrector, and IFactFormer-m alone (its best recipe here: velocity
+  loss, pushforward training).
 
 Reports per row: one-step and rollout errors, the correlation time (Kochkov et al. 2021) over
 the test initial conditions, time-averaged spectrum, energy and enstrophy over 50-step and
@@ -19,6 +20,7 @@ to --out.
 
     python bench/turbulence.py [--threads 1] [--out bench/results] [--smoke]
     python bench/turbulence.py --report bench/results/turbulence.json   # table and figure again
+    python bench/turbulence.py --retime bench/results/turbulence.json   # costs again, in one process
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from flowsci.config import load_config
 from flowsci.plugins import create_domain
 from flowsci.training import train
 from flowsci_domains.turbulence.objectives import relative_l2
-from flowsci_domains.turbulence.rollout import rollout
+from flowsci_domains.turbulence.rollout import rollout, seconds_per_step
 
 REPO = Path(__file__).resolve().parents[1]
 YAML = REPO / "domains" / "turbulence.yaml"
@@ -75,6 +77,7 @@ def rows_to_run(args: argparse.Namespace, data_n_dns: int) -> dict[str, list[str
         f"model={{name: classical_solver, resolution: {data_n_dns}, dealias: two_thirds}}", "train.steps=0",
         "eval.rollout_steps=50"]
     rows["hybrid: 32² solver + IFactFormer-m"] = []
+    rows["hybrid: 32² solver + FNO"] = ["model.corrector={name: fno, modes: 12, width: 32, n_layers: 4}"]
     rows["IFactFormer-m alone"] = ["model={name: ifactformer_m, dim: 48, heads: 4, dim_head: 16, n_layer: 6}",
                                    "objective.loss_on=velocity", "objective.unroll=3",
                                    "objective.unroll_gradient=pushforward"]
@@ -104,8 +107,7 @@ def tune(closure: str, resolution: int, args: argparse.Namespace) -> dict[str, f
 
 def run_row(label: str, extra: list[str], args: argparse.Namespace) -> dict:
     cfg = load_config(YAML, [*common(args), *extra])
-    name = label.split(":")[0]
-    run_dir = args.runs / "".join(ch if ch.isalnum() else "_" for ch in name).strip("_")
+    run_dir = args.runs / "".join(ch if ch.isalnum() else "_" for ch in label).strip("_")
     shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run per benchmark
     result = train(cfg, run_dir, progress=sys.stderr.isatty())
     parameters = sum(p.numel() for p in load_model(result.run_dir).parameters())
@@ -171,6 +173,37 @@ def pareto_figure(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def retime(record: dict, rounds: int, repeats: int) -> None:
+    """Measure every row's cost again in this one process: ``rounds`` rounds over all rows in turn
+    (so that load on the machine falls on every row alike), the median over rounds of each row's
+    median step time, at batch 1 and at the runs' timing batch. The in-run costs are kept as
+    ``*_in_run``."""
+    domain = create_domain("turbulence")
+    loaded = []
+    for row in record["rows"]:
+        cfg = load_config(Path(row["run"]) / "config.yaml", [])
+        data = domain.build_data(cfg)
+        u0 = data.test.tensors["trajectory"][:1, 0]
+        dt = float(data.meta.attrs["snapshot_dt"])
+        loaded.append((row, domain.step_function(load_model(row["run"]).eval(), cfg), u0, dt,
+                       cfg.eval.timing_batch))
+    times: dict[tuple[int, str], list[float]] = {}
+    with torch.inference_mode():
+        for _ in range(rounds):
+            for index, (_, step, u0, _, timing_batch) in enumerate(loaded):
+                for batch, suffix in ((1, ""), (timing_batch, f"_batch{timing_batch}")):
+                    states = u0.expand(batch, *u0.shape[1:]).contiguous()
+                    seconds = seconds_per_step(step, states, repeats) / batch
+                    times.setdefault((index, suffix), []).append(seconds)
+    for (index, suffix), measured in times.items():
+        row, dt = loaded[index][0], loaded[index][3]
+        key = f"seconds_per_time_unit{suffix}"
+        row.setdefault(f"{key}_in_run", row.get(key))
+        row[key] = float(torch.tensor(measured).median()) / dt
+    record["timing"] = {"method": "retimed in one process, rows interleaved", "rounds": rounds,
+                        "repeats": repeats, "threads": torch.get_num_threads()}
+
+
 def write(record: dict, out: Path, stem: str) -> None:
     (out / f"{stem}.json").write_text(json.dumps(record, indent=2, default=str) + "\n")
     (out / f"{stem}.md").write_text(markdown(record))
@@ -189,11 +222,18 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", help="labels to run (default: all); the other rows of an "
                         "existing result in --out are kept")
     parser.add_argument("--report", type=Path, metavar="JSON", help="rewrite the table and figure of a JSON")
+    parser.add_argument("--retime", type=Path, metavar="JSON", help="measure the costs of a JSON's runs "
+                        "again in one process (rows interleaved), then rewrite it with its table and figure")
+    parser.add_argument("--rounds", type=int, default=5, help="--retime: rounds over all rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
-    if args.report:
-        write(json.loads(args.report.read_text()), args.report.parent, args.report.stem)
+    if args.report or args.retime:
+        path = args.report or args.retime
+        record = json.loads(path.read_text())
+        if args.retime:
+            retime(record, args.rounds, repeats=10)
+        write(record, path.parent, path.stem)
         return
     domain = create_domain("turbulence")
     cfg = load_config(YAML, common(args))

@@ -106,6 +106,7 @@ class TrainConfig:
     device: str = "cpu"              # cpu | cuda | cuda:N | auto
     threads: int = 0                 # torch intra-op threads; 0: $OMP_NUM_THREADS or torch's default
     compile: bool = False            # torch.compile the model, also to evaluate and sample; eager if it fails
+    prefetch_pairs: bool = True      # OT couplings: pair batch k+1 on a thread while k trains (same pairs)
     tensorboard: bool = False
     init_from: str | None = None     # checkpoint or run directory whose model weights start training
     lbfgs: LBFGSConfig = dataclasses.field(default_factory=LBFGSConfig)

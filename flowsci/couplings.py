@@ -85,14 +85,16 @@ class Coupling(ABC):
 
     ``coupling(x0, x1, extras) -> (x0', x1', extras')`` with x0: (B0, *D), x1: (B1, *D) and
     ``extras`` per-target tensors (B1, ...) (labels, conditions) that travel with their x1.
-    x0' and x1' have the same length; extras' rows follow x1'.
+    x0' and x1' have the same length; extras' rows follow x1'. A coupling that draws random
+    numbers draws them from ``generator`` (torch's global stream when None).
     """
 
     needs_batch_x0: bool = False  # True: x0 must come with the batch, never from the source
+    solves_plan: bool = False     # True: each call solves a transport problem (worth pairing ahead)
 
     @abstractmethod
-    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, extras: Extras
-                 ) -> tuple[torch.Tensor, torch.Tensor, Extras]: ...
+    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, extras: Extras,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, Extras]: ...
 
     def describe(self) -> str:
         """One line: the constructor call and what the coupling does."""
@@ -114,8 +116,8 @@ class IndependentCoupling(Coupling):
     the row alignment is already a sample of the product measure. Batch sizes must agree.
     """
 
-    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, extras: Extras
-                 ) -> tuple[torch.Tensor, torch.Tensor, Extras]:
+    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, extras: Extras,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, Extras]:
         _check_same_batch(x0, x1, "the independent coupling pairs row i of x0 with row i of x1")
         _check_extras(extras, x1.shape[0])
         return x0, x1, extras
@@ -130,8 +132,8 @@ class PairedCoupling(Coupling):
 
     needs_batch_x0 = True
 
-    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, extras: Extras
-                 ) -> tuple[torch.Tensor, torch.Tensor, Extras]:
+    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, extras: Extras,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, Extras]:
         _check_same_batch(x0, x1, "stored pairs need one x0 per x1")
         _check_extras(extras, x1.shape[0])
         return x0, x1, extras
@@ -174,8 +176,8 @@ class OTCoupling(Coupling):
       ``partial`` returns only its k matched pairs: the batch shrinks to k rows, extras
       with it (x1 rows in their original order).
     - ``sample_plan=True``: B1 pairs (i, j) drawn with replacement from the normalised
-      plan (torch's global RNG), as torchcfm does; here B0 may differ from B1. Points may
-      repeat or be left out.
+      plan (from ``generator``, else torch's global RNG), as torchcfm does; here B0 may
+      differ from B1. Points may repeat or be left out.
 
     Condition-blocked OT (``condition_key="y"``): ``extras["y"]`` (B,) or (B, k) labels the
     targets; rows with equal labels form a group. x0 carries no label and, being drawn
@@ -186,6 +188,8 @@ class OTCoupling(Coupling):
     distributed as the source (global OT would bias them toward their targets). Continuous
     conditions give singleton groups (independent pairing): bin them first.
     """
+
+    solves_plan = True
 
     def __init__(self, method: str = "exact", reg: float = 0.05, reg_m: float = 1.0,
                  mass: float = 0.9, sample_plan: bool = False, condition_key: str | None = None,
@@ -228,8 +232,8 @@ class OTCoupling(Coupling):
         blocks = f", blocked by extras['{self.condition_key}']" if self.condition_key else ""
         return f"{self!r}: {self.method} minibatch OT, {output}{blocks}"
 
-    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, extras: Extras
-                 ) -> tuple[torch.Tensor, torch.Tensor, Extras]:
+    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, extras: Extras,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, Extras]:
         b1 = x1.shape[0]
         _check_extras(extras, b1)
         if not self.sample_plan or self.condition_key is not None:
@@ -237,7 +241,7 @@ class OTCoupling(Coupling):
                                       "(sample_plan=True without condition_key allows B0 != B1)")
         rows, cols = [], []
         for src, tgt in self._blocks(x0.shape[0], extras, b1):
-            i, j = self._pairs(self._solve(_take(x0, src), _take(x1, tgt)))
+            i, j = self._pairs(self._solve(_take(x0, src), _take(x1, tgt)), generator)
             rows.append(src[i])
             cols.append(tgt[j])
         i, j = np.concatenate(rows), np.concatenate(cols)
@@ -318,13 +322,14 @@ class OTCoupling(Coupling):
                              "may be too small for the cost's spread); increase reg")
         return plan
 
-    def _pairs(self, plan: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _pairs(self, plan: np.ndarray, generator: torch.Generator | None
+               ) -> tuple[np.ndarray, np.ndarray]:
         """Row and column indices of the pairs taken from one block's plan."""
         n0, n1 = plan.shape
         if self.sample_plan:
             weights = torch.from_numpy(plan)
-            i = torch.multinomial(weights.sum(1), n1, replacement=True)
-            j = torch.multinomial(weights[i], 1).squeeze(1)
+            i = torch.multinomial(weights.sum(1), n1, replacement=True, generator=generator)
+            j = torch.multinomial(weights[i], 1, generator=generator).squeeze(1)
             return i.numpy(), j.numpy()
         if self.method == "partial":
             # The partial LP with uniform weights 1/B and mass k/B has integral vertices, so

@@ -80,8 +80,17 @@ class FlowMatching:
                    loss=LOSSES.create(cfg.loss, "objective.loss"),
                    source=source, dropout=dropout)
 
-    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
-             ) -> tuple[torch.Tensor, dict[str, float]]:
+    @property
+    def costly_pairing(self) -> bool:
+        """True when the coupling solves a transport problem per batch: the Trainer then pairs
+        each batch ahead of its step (:mod:`flowsci.pairing`)."""
+        return self.coupling.solves_plan
+
+    def pair(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
+             ) -> dict[str, torch.Tensor]:
+        """The batch's pairs: x0 (B, *D) drawn from the source when the batch has none, then
+        coupled with x1 (B, *D); conditions (B, ...) follow their x1. Random numbers come from
+        ``generator`` (torch's global stream when None)."""
         x1 = batch["x1"]
         x0 = batch.get("x0")
         if x0 is None:
@@ -90,9 +99,16 @@ class FlowMatching:
                                  "an 'x0' (e.g. data.pairs = a reflow pair store)")
             if self.source is None:
                 raise ValueError("the batch has no 'x0' and the objective has no source distribution")
-            x0 = self.source.sample(x1.shape[0], device=x1.device).to(x1.dtype)
+            x0 = self.source.sample(x1.shape[0], generator=generator, device=x1.device).to(x1.dtype)
         cond = {k: v for k, v in batch.items() if k not in ("x0", "x1")}
-        x0, x1, cond = self.coupling(x0, x1, cond)
+        x0, x1, cond = self.coupling(x0, x1, cond, generator)
+        return {"x0": x0, "x1": x1, **cond}
+
+    def paired_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+                    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of a batch that :meth:`pair` has already paired."""
+        x0, x1 = batch["x0"], batch["x1"]
+        cond = {k: v for k, v in batch.items() if k not in ("x0", "x1")}
         if self.dropout is not None:
             cond = self.dropout(cond)
         t = self.timesteps(x1.shape[0], device=x1.device).to(x1.dtype)
@@ -102,6 +118,11 @@ class FlowMatching:
         context = {"x_t": sample.x_t, "path": self.path} if self.loss_fn.needs_path else {}
         per_sample = self.loss_fn(pred, sample.dx_t, t, **context)
         return per_sample.mean(), {}
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
+             ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Pair the batch (:meth:`pair`, global random stream), then :meth:`paired_loss`."""
+        return self.paired_loss(model, self.pair(batch))
 
 
 class Sampler:

@@ -30,7 +30,12 @@ __all__ = ["Domain", "DomainBase", "Evaluation", "NoSettings", "Objective", "bui
 
 
 class Objective(Protocol):
-    """A training objective: ``loss(model, batch) -> (scalar loss, logs)``."""
+    """A training objective: ``loss(model, batch) -> (scalar loss, logs)``.
+
+    Optional: ``costly_pairing`` (True), ``pair(batch, generator) -> batch`` and
+    ``paired_loss(model, batch)``; the Trainer then pairs each batch ahead of its step
+    (:mod:`flowsci.pairing`) and takes ``paired_loss`` of the paired batch.
+    """
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, float]]: ...

@@ -2,7 +2,8 @@
 
 A checkpoint stores :func:`rng_state` so that a resumed run draws the same numbers as an
 uninterrupted one; evaluation runs under :func:`isolated_rng` so that it neither depends on
-nor disturbs the training streams.
+nor disturbs the training streams; :func:`batch_generator` gives batch k its own stream, which
+any thread can draw from.
 """
 
 from __future__ import annotations
@@ -61,3 +62,10 @@ def isolated_rng(seed: int) -> Iterator[None]:
         yield
     finally:
         set_rng_state(saved)
+
+
+def batch_generator(seed: int, k: int, rank: int = 0) -> torch.Generator:
+    """A CPU generator for batch ``k`` of process ``rank``: its numbers depend only on
+    (seed, rank, k), not on the global streams or on the thread that draws them."""
+    key = np.random.SeedSequence((seed % 2**64, rank, k)).generate_state(1, np.uint64)[0]
+    return torch.Generator().manual_seed(int(key))

@@ -16,8 +16,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from flowsci.errors import CheckpointError, ConfigError, NonFiniteLossError, Run
 from flowsci.figures import save_figures
 from flowsci.lbfgs import LBFGSPhase
 from flowsci.metrics_log import MetricsLog, format_metrics
+from flowsci.pairing import paired_batches
 from flowsci.plugins import Evaluation, create_domain
 from flowsci.rng import EVAL_SEED_OFFSET, isolated_rng, rng_state, seed_everything, set_rng_state
 from flowsci.runs import RunDir, latest_run_path, new_run_path
@@ -129,6 +130,10 @@ class Trainer:
         if self.tc.init_from and not resume:
             self._init_weights(self.tc.init_from)
         self.objective = self.domain.build_objective(cfg)
+        # an OT coupling pairs each batch with the batch's own random stream, ahead of its step
+        # (train.prefetch_pairs) or inline; the step then takes the loss of the paired batch
+        self.separate_pairing = bool(getattr(self.objective, "costly_pairing", False))
+        self.batch_loss = self.objective.paired_loss if self.separate_pairing else self.objective.loss
         if self.tc.lbfgs.steps > 0 and self.tc.ema > 0:
             raise ConfigError(f"{cfg.source}: train.ema={self.tc.ema} averages first-order steps only, so "
                               "the L-BFGS result would be evaluated through stale weights; set train.ema=0 "
@@ -312,9 +317,12 @@ class Trainer:
         # One process: Ctrl-C stops cleanly at a step boundary with a checkpoint. Under torchrun
         # the processes could stop at different steps, so the default behaviour stays.
         try:
-            with deferred_sigint(active=not self.ctx.enabled) as interrupted:
-                for batch in loader:
+            with (deferred_sigint(active=not self.ctx.enabled) as interrupted,
+                  closing(self._batches(loader)) as batches):
+                self._waiting_since = time.perf_counter()
+                for batch in batches:
                     self._train_step(batch, bar)
+                    self._waiting_since = time.perf_counter()
                     if self.lbfgs.converged:
                         self._say(f"L-BFGS converged after {self.step - tc.steps} iterations", bar)
                         break
@@ -331,12 +339,22 @@ class Trainer:
                 self.log.close()
         return TrainResult(run_dir=self.run.path, step=self.step, metrics=metrics, checkpoint=checkpoint)
 
+    def _batches(self, loader: Iterable[dict[str, torch.Tensor]]) -> Iterator[dict[str, torch.Tensor]]:
+        """The loader's batches from the current step on; paired (ahead of their step with
+        train.prefetch_pairs) when the objective's coupling solves a plan per batch."""
+        if not self.separate_pairing:
+            yield from loader
+            return
+        yield from paired_batches(loader, self.objective.pair, start=self.step, seed=self.cfg.seed,
+                                  rank=self.ctx.rank, ahead=self.tc.prefetch_pairs)
+
     def _train_step(self, batch: dict[str, torch.Tensor], bar: tqdm) -> None:
-        """One optimizer step with logging, periodic evaluation and checkpoints."""
+        """One optimizer step with logging, periodic evaluation and checkpoints. Its time starts
+        when the previous step ended: waiting for the batch (loading, inline pairing) counts."""
         tc = self.tc
+        started = self._waiting_since
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         compiling = self.compile_state.active and self.compile_seconds is None
-        started = time.perf_counter()
         mean_loss, grad_norm, logs, lr = (self._first_compiled_step(batch) if compiling
                                           else self._optimizer_step(batch))
         self.step += 1
@@ -382,7 +400,7 @@ class Trainer:
         """One AdamW step or L-BFGS iteration; returns (mean loss, gradient norm, logs, learning rate)."""
         if self.step < self.tc.steps:
             return *self._first_order_step(batch), self.scheduler.get_last_lr()[0]
-        return (*self.lbfgs.step(lambda: self.objective.loss(self.wrapped, batch), self.step + 1),
+        return (*self.lbfgs.step(lambda: self.batch_loss(self.wrapped, batch), self.step + 1),
                 self.tc.lbfgs.lr)
 
     def _first_compiled_step(self, batch: dict[str, torch.Tensor]
@@ -404,7 +422,7 @@ class Trainer:
     def _first_order_step(self, batch: dict[str, torch.Tensor]) -> tuple[float, float, dict[str, float]]:
         """One AdamW step; returns (mean loss over processes, gradient norm, objective logs)."""
         tc = self.tc
-        loss, logs = self.objective.loss(self.wrapped, batch)
+        loss, logs = self.batch_loss(self.wrapped, batch)
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(
