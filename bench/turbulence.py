@@ -3,11 +3,11 @@ regime of domains/turbulence.yaml (ν = 5e-4, drag 0.1, 192² DNS -> 32², Δ = 
 
 Every row is a run of flowsci's own pipeline on the same data, evaluated the same way:
 
-- classical solvers as ``classical_solver`` models (``train.steps=0``): the 32² solver without
-  closure, Smagorinsky and Leith LES with their coefficient tuned on the validation split (the
-  coefficient with the lowest mean relative L2 over the first ``--tune-steps`` rollout steps
-  from every 5th validation snapshot), the same at 48² and 64² (finer classical solvers, filtered
-  back to 32²), and the DNS restarted from the filtered state (the floor of any closure);
+- classical solvers as ``classical_solver`` models (``train.steps=0``): the 32², 48² and 64²
+  solvers without closure (the finer ones filtered back to 32²), Smagorinsky and Leith LES with
+  their coefficient tuned on the validation split (the coefficient with the lowest mean relative
+  L2 over the first ``--tune-steps`` rollout steps from every 5th validation snapshot), Smagorinsky
+  also at 48² and 64², and the DNS restarted from the filtered state (the floor of any closure);
 - learned models trained for the YAML's steps: the solver-in-the-loop hybrid (the main job) with
   an IFactFormer-m or an FNO corrector, and IFactFormer-m alone (its best recipe here: velocity
   loss, pushforward training).
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import torch
 from matplotlib.figure import Figure
+from matplotlib.ticker import NullFormatter, ScalarFormatter
 
 import flowsci
 from flowsci.checkpoint import load_model
@@ -64,6 +65,7 @@ def rows_to_run(args: argparse.Namespace, data_n_dns: int) -> dict[str, list[str
     classical = ["model={name: classical_solver}", "train.steps=0"]
     rows = {
         "coarse 32² (no closure)": classical,
+        "coarse 48² (no closure)": ["model={name: classical_solver, resolution: 48}", "train.steps=0"],
         "coarse 64² (no closure)": ["model={name: classical_solver, resolution: 64}", "train.steps=0"],
     }
     for resolution in (32, 48, 64):
@@ -133,6 +135,10 @@ def markdown(record: dict) -> str:
              "tuned coefficients: "
              + ", ".join(f"{k} c = {v['chosen']}" for k, v in record["tuning"].items()), "",
              "| " + " | ".join(c[1] for c in COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    if "timing" in record:
+        timing = record["timing"]
+        lines[1:1] = ["", f"Costs {timing['method']}: median of {timing['rounds']} rounds × "
+                      f"{timing['repeats']} steps, {timing['threads']} thread(s) (`--retime`)."]
     for row in record["rows"]:
         cells = []
         for key, _, fmt in COLUMNS:
@@ -164,6 +170,8 @@ def pareto_figure(rows: list[dict], path: Path) -> None:
                 ax.scatter(1000 * cost, value, s=90 if marker == "*" else 45, marker=marker,
                            color=f"C{index % 10}", label=row["model"], zorder=3)
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(ScalarFormatter())  # 10, 100 rather than 10^1, 10^2
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(f"cost: ms per unit physical time ({title})")
             ax.set_ylabel(ylabel)
             ax.grid(alpha=0.3, which="both")
@@ -224,7 +232,8 @@ def main() -> None:
     parser.add_argument("--report", type=Path, metavar="JSON", help="rewrite the table and figure of a JSON")
     parser.add_argument("--retime", type=Path, metavar="JSON", help="measure the costs of a JSON's runs "
                         "again in one process (rows interleaved), then rewrite it with its table and figure")
-    parser.add_argument("--rounds", type=int, default=5, help="--retime: rounds over all rows")
+    parser.add_argument("--rounds", type=int, default=3, help="--retime: rounds over all rows")
+    parser.add_argument("--repeats", type=int, default=5, help="--retime: timed steps per row and round")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -232,7 +241,7 @@ def main() -> None:
         path = args.report or args.retime
         record = json.loads(path.read_text())
         if args.retime:
-            retime(record, args.rounds, repeats=10)
+            retime(record, args.rounds, args.repeats)
         write(record, path.parent, path.stem)
         return
     domain = create_domain("turbulence")

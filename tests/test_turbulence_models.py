@@ -240,7 +240,7 @@ def _identity_spectral(channels: int, n_dims: int, modes: int) -> SpectralConv:
     with torch.no_grad():
         layer.weight.zero_()
         for c in range(channels):
-            layer.weight[c, c, ..., 0] = 1.0
+            layer.weight[..., 0, c, c] = 1.0
     return layer
 
 
