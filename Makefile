@@ -16,7 +16,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraint
 STAMP  := $(VENV)/.flowsci-installed
 
 .PHONY: install demo turbulence rotations backbones population lpinn kinetic images lint test test-slow bench-deps bench bench-turbulence \
-	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images clean
+	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images bench-throughput bench-ot-pipeline clean
 
 install: $(STAMP)
 
@@ -91,6 +91,12 @@ bench-kinetic: install
 
 bench-images: install
 	$(BIN)/python bench/images.py
+
+bench-throughput: install
+	$(BIN)/python bench/throughput.py
+
+bench-ot-pipeline: install
+	$(BIN)/python bench/ot_pipeline.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
