@@ -87,7 +87,6 @@ class SpectralConv(nn.Module):
         out = torch.roll(out, shifts=tuple(-s for s in shift), dims=full_dims)
         return torch.fft.irfftn(out, s=grid, dim=dims)
 
-
     def _mix(self, x: torch.Tensor) -> torch.Tensor:
         """One complex C_in x C_out matrix per kept mode: x (B, C_in, *kept) complex -> (B, C_out, *kept).
 
