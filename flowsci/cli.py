@@ -1,4 +1,4 @@
-"""The ``flowsci`` command line: train, resume, sweep, sample, eval, reflow, data make, list.
+"""The ``flowsci`` command line: train, resume, sweep, sample, eval, reflow, rectify, data make, list.
 
 User errors (missing file, bad key, unknown name, corrupt checkpoint) exit with code 2 and one
 message, without a traceback. Library messages go to stderr (:mod:`flowsci.logs`): ``-q``
@@ -107,6 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-filter", action="store_true",
                    help="keep every pair even if the domain defines a reflow_filter")
     p.set_defaults(handler=cmd_reflow)
+
+    p = command("rectify", help="reflow / distil a trained run in one command: pairs, training, "
+                "evaluation per stage (resumable)")
+    p.add_argument("run", help="run directory of the teacher flow")
+    p.add_argument("overrides", nargs="*",
+                   help="key=value for every stage (e.g. train.steps=600 'eval.steps=[1,2,4,8]'), "
+                   "or STAGE:key=value for one kind of stage (distill:objective.loss=pseudo_huber)")
+    p.add_argument("--stages", default="reflow",
+                   help="comma-separated stages in order: reflow (the next rectified flow), distill "
+                   "(k-step distillation); e.g. reflow,distill (InstaFlow) or distill (default: reflow)")
+    p.add_argument("-n", "--num", type=int, default=4000, help="pairs per stage")
+    p.add_argument("--batch-size", type=int, default=500, help="pairs generated per batch")
+    p.add_argument("--pair-steps", type=int,
+                   help="solver steps of pair generation (default: the previous model's sample.steps)")
+    p.add_argument("--distill-steps", type=int, default=1, help="k of k-step distillation")
+    p.add_argument("--out", help="pipeline folder (default: RUN/rectify)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="show progress bars (default: when stderr is a terminal)")
+    p.set_defaults(handler=cmd_rectify)
 
     p = command("data", help="data sets")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -272,12 +291,31 @@ def cmd_reflow(args: argparse.Namespace) -> int:
     sampler = domain.sampler(cfg) if hasattr(domain, "sampler") else Sampler.from_config(cfg.sample)
     accept = (domain.reflow_filter(cfg, data)
               if hasattr(domain, "reflow_filter") and not args.no_filter else None)
+    # a conditional flow draws each pair for a random training condition, stored with the pair
+    conditions = {k: v for k, v in getattr(data.train, "tensors", {}).items() if k not in ("x0", "x1")}
     path = generate_pairs(model, domain.source(cfg), args.num, out, sampler=sampler,
-                          batch_size=args.batch_size, seed=cfg.seed, accept=accept)
+                          batch_size=args.batch_size, seed=cfg.seed, accept=accept, conditions=conditions)
     kept = " (filtered by the domain's reflow_filter)" if accept is not None else ""
     print(f"{args.num} pairs ({cfg.sample.steps} steps of {cfg.sample.solver}){kept} -> {path}")
     print(f"next rectified flow:  flowsci train CONFIG data.pairs={path} objective.coupling=paired "
           f"train.init_from={run.path}")
+    return 0
+
+
+def cmd_rectify(args: argparse.Namespace) -> int:
+    from flowsci.metrics_log import format_metrics
+    from flowsci.rectify import rectify
+
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    root = Path(args.out) if args.out else Path(args.run) / "rectify"
+    results = rectify(args.run, stages, n_pairs=args.num, batch_size=args.batch_size,
+                      pair_steps=args.pair_steps, distill_steps=args.distill_steps,
+                      overrides=args.overrides, out=root, progress=args.progress)
+    for result in results:
+        cost = (f" (pairs {result.pair_seconds:.0f} s, training {result.train_seconds:.0f} s)"
+                if result.name != "teacher" else "")
+        print(f"{result.name}{cost}: {format_metrics(result.metrics)}")
+    print(f"written: {root / 'summary.json'}")
     return 0
 
 

@@ -6,6 +6,8 @@ that travel with their x1. The output is a batch of pairs: x0' and x1' have the 
 
 - :class:`IndependentCoupling`: pairs as drawn (x0 and x1 drawn independently).
 - :class:`PairedCoupling`: stored pairs (reflow, distillation) keep their alignment.
+- :class:`AnnealedPairedCoupling`: stored pairs whose source is perturbed by annealed noise
+  (SlimFlow's annealing reflow), following the training progress (``set_progress``).
 - :class:`OTCoupling`: minibatch optimal transport with POT (exact, entropic, unbalanced,
   partial), optionally blocked by a condition, with a pluggable ground cost.
 
@@ -18,6 +20,7 @@ the coupling's ``space`` (supplied by
 from __future__ import annotations
 
 import inspect
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 
@@ -136,6 +139,110 @@ class PairedCoupling(Coupling):
                  generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, Extras]:
         _check_same_batch(x0, x1, "stored pairs need one x0 per x1")
         _check_extras(extras, x1.shape[0])
+        return x0, x1, extras
+
+
+ANNEAL_SCHEDULES = ("linear", "cosine", "exp")
+
+
+def _check_anneal(anneal_fraction: float, schedule: str, rate: float) -> None:
+    if not 0 < anneal_fraction <= 1:
+        raise ValueError(f"anneal_fraction must be in (0, 1] (the share of training over which beta "
+                         f"goes from 1 to 0; the 'paired' coupling is pure reflow), got {anneal_fraction}")
+    if schedule not in ANNEAL_SCHEDULES:
+        raise ValueError(f"schedule must be one of {', '.join(ANNEAL_SCHEDULES)}; got {schedule!r}")
+    if not (math.isfinite(rate) and rate > 0):
+        raise ValueError(f"rate must be a finite number > 0 (the exp schedule's decay), got {rate}")
+
+
+def anneal_beta(step: int, total: int, anneal_fraction: float = 0.6, schedule: str = "linear",
+                rate: float = 5.0) -> float:
+    """The source perturbation beta of annealing reflow before training step ``step`` (0-based)
+    of ``total``: a pure function of its arguments, so a resumed run gets the same values.
+
+    With p = min(1, step / (anneal_fraction * total)), the share of the annealing phase done:
+
+    - ``linear``: beta = 1 - p;
+    - ``cosine``: beta = (1 + cos(pi p)) / 2;
+    - ``exp``: beta = (exp(-rate p) - exp(-rate)) / (1 - exp(-rate)), an exponential decay
+      rescaled to end at 0 (SlimFlow's code uses exp(-step / K), which never reaches 0: 0.37
+      at the end of its warm-up K).
+
+    Each gives beta = 1 at step 0, decreases monotonically and is 0 from step
+    anneal_fraction * total on.
+    """
+    _check_anneal(anneal_fraction, schedule, rate)
+    if not (isinstance(step, int) and isinstance(total, int) and 0 <= step and total >= 1):
+        raise ValueError(f"step and total must be integers with step >= 0 and total >= 1, got "
+                         f"step={step!r}, total={total!r}")
+    p = min(1.0, step / (anneal_fraction * total))
+    if schedule == "linear":
+        return 1.0 - p
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * p))
+    return (math.exp(-rate * p) - math.exp(-rate)) / -math.expm1(-rate)
+
+
+class AnnealedPairedCoupling(PairedCoupling):
+    """Stored pairs with an annealed perturbation of the source (SlimFlow's annealing reflow).
+
+    Returns (z0', x1) with z0' = sqrt(1 - beta^2) x0 + beta eps, eps ~ N(0, I) drawn from
+    ``generator``, and beta = :func:`anneal_beta` at the progress last given to
+    :meth:`set_progress` (the Trainer gives it before each step). For a source N(0, I), z0' is
+    N(0, I) for every beta: beta = 1 makes it independent of x1 (a new student learns its own
+    noise -> data flow), beta = 0 is reflow on the teacher's pairs.
+
+    ``flip_p``: each pair is flipped along its last axis, x0 and x1 together, with this
+    probability (SlimFlow flips images horizontally). That is right only where the teacher is
+    flip-equivariant and the conditions flip-invariant: the extras are not flipped.
+    """
+
+    # solves_plan stays False, so the Trainer pairs each batch inline, inside its step and after
+    # set_progress(step, total): beta is that step's. Pairing ahead on the background thread
+    # would pair batch k + 1 while the coupling still holds step k's progress, and the
+    # perturbation (one randn per batch) is not worth taking off the step.
+
+    def __init__(self, anneal_fraction: float = 0.6, schedule: str = "linear", rate: float = 5.0,
+                 flip_p: float = 0.0):
+        _check_anneal(anneal_fraction, schedule, rate)
+        if not 0 <= flip_p <= 1:
+            raise ValueError(f"flip_p must be a probability in [0, 1], got {flip_p}")
+        self.anneal_fraction, self.schedule = float(anneal_fraction), schedule
+        self.rate, self.flip_p = float(rate), float(flip_p)
+        self._progress: tuple[int, int] | None = None
+
+    def set_progress(self, step: int, total: int) -> None:
+        """The training step about to run (0-based) and the number of steps of the run."""
+        anneal_beta(step, total, self.anneal_fraction, self.schedule, self.rate)  # checks them
+        self._progress = (step, total)
+
+    @property
+    def beta(self) -> float:
+        """beta at the progress last given to :meth:`set_progress`."""
+        if self._progress is None:
+            raise RuntimeError("AnnealedPairedCoupling needs the training progress: call "
+                               "set_progress(step, total) first (the Trainer does, before each step)")
+        return anneal_beta(*self._progress, self.anneal_fraction, self.schedule, self.rate)
+
+    def describe(self) -> str:
+        return (f"{self!r}: stored pairs, source perturbed by beta = 1 -> 0 ({self.schedule}) over "
+                f"the first {self.anneal_fraction:g} of training")
+
+    def __call__(self, x0: torch.Tensor, x1: torch.Tensor, extras: Extras,
+                 generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, Extras]:
+        x0, x1, extras = super().__call__(x0, x1, extras, generator)
+        beta = self.beta
+        if beta > 0:
+            eps = torch.randn(x0.shape, generator=generator, dtype=x0.dtype, device=x0.device)
+            x0 = math.sqrt(1.0 - beta * beta) * x0 + beta * eps
+        if self.flip_p > 0:
+            if x0.dim() < 2:
+                raise ValueError(f"flip_p > 0 flips each sample along its last axis; samples of shape "
+                                 f"{tuple(x0.shape[1:])} have none")
+            flip = torch.rand(x0.shape[0], generator=generator, device=x0.device) < self.flip_p
+            flip = flip.reshape(-1, *[1] * (x0.dim() - 1))
+            x0 = torch.where(flip, x0.flip(-1), x0)
+            x1 = torch.where(flip, x1.flip(-1), x1)
         return x0, x1, extras
 
 

@@ -1,7 +1,8 @@
 """The flow-matching objective and the sampler: the two objects a domain composes.
 
-:class:`FlowMatching` composes a path, a coupling, a timestep sampler, a loss and optional
-condition dropout (classifier-free guidance); :class:`Sampler` composes a solver, a time grid
+:class:`FlowMatching` composes a path, a coupling, a timestep sampler, a loss, optional
+condition dropout (classifier-free guidance) and an optional flow-guided distillation term
+(:mod:`flowsci.distillation`); :class:`Sampler` composes a solver, a time grid
 and a guidance weight. Both are built from YAML (``objective:`` and ``sample:`` sections)
 through the registries, or directly in Python.
 """
@@ -16,6 +17,7 @@ import torch
 
 from flowsci.config import ObjectiveConfig, SampleConfig
 from flowsci.couplings import Coupling
+from flowsci.distillation import FlowGuidanceConfig, FlowGuidedDistillation
 from flowsci.grids import reverse
 from flowsci.guidance import ConditionDropout, GuidedVelocity
 from flowsci.losses import Loss
@@ -37,6 +39,9 @@ class FlowMatchingConfig(ObjectiveConfig):
     coupling: str | dict[str, Any] = "independent"
     loss: str | dict[str, Any] = "mse"
     p_uncond: float = 0.0            # condition dropout for classifier-free guidance
+    # one-step distillation with an online teacher term (SlimFlow's FGD), e.g.
+    # {teacher: RUN_DIR, weight: 1.0, t_min: 0.2, t_max: 0.8, guidance: 1.0}; null: none
+    flow_guidance: FlowGuidanceConfig | None = None
 
 
 class FlowMatching:
@@ -45,21 +50,34 @@ class FlowMatching:
     A batch is a dict with the target ``x1`` (B, *D), optionally the source ``x0`` (otherwise
     drawn from ``source``), and per-sample conditions (B, ...) passed to the model as keyword
     arguments; conditions travel with x1 through the coupling.
+
+    With ``flow_guidance`` the loss adds its weighted FGD term on fresh source noise (one-step
+    distillation, :mod:`flowsci.distillation`); the batch's conditions (after condition
+    dropout) go with the noise.
     """
 
     def __init__(self, path: Any, timesteps: TimeSampler, coupling: Coupling, loss: Loss,
-                 source: Source | None = None, dropout: ConditionDropout | None = None):
+                 source: Source | None = None, dropout: ConditionDropout | None = None,
+                 flow_guidance: FlowGuidedDistillation | None = None):
+        if flow_guidance is not None and source is None:
+            raise ValueError("flow-guided distillation draws fresh noise: it needs the source")
+        if coupling.solves_plan and hasattr(coupling, "set_progress"):
+            # pairing ahead (flowsci.pairing) pairs batch k + 1 while step k runs
+            raise ValueError(f"{type(coupling).__name__} follows the training progress, so it must "
+                             "pair inline: solves_plan must be False")
         self.path, self.timesteps, self.coupling, self.loss_fn = path, timesteps, coupling, loss
-        self.source, self.dropout = source, dropout
+        self.source, self.dropout, self.flow_guidance = source, dropout, flow_guidance
 
     @classmethod
     def from_config(cls, cfg: FlowMatchingConfig, source: Source | None = None,
                     null: Mapping[str, float | int] | None = None,
-                    space: Space | None = None) -> FlowMatching:
+                    space: Space | None = None, features: Callable | None = None) -> FlowMatching:
         """Build each component from its registry; ``null`` gives the null value of each
         condition for classifier-free guidance (needed when ``cfg.p_uncond > 0``). ``space``
         (default: Euclidean) goes to the components that take one (the geodesic path, the
-        geodesic OT cost); on a non-Euclidean space a path that cannot take it is an error."""
+        geodesic OT cost); on a non-Euclidean space a path that cannot take it is an error.
+        ``features``: the domain's feature network, for a loss that takes one (``perceptual_huber``).
+        ``cfg.flow_guidance`` loads its teacher here (Euclidean spaces only)."""
         from flowsci.errors import ConfigError
 
         dropout = None
@@ -74,17 +92,33 @@ class FlowMatching:
                 and getattr(path, "space", None) is not space):
             raise ConfigError(f"objective.path {cfg.path!r} is a Euclidean path; on {space!r} use "
                               "'geodesic' ({name: geodesic, schedule: linear|exp})")
+        flow_guidance = None
+        if cfg.flow_guidance is not None:
+            if source is None:
+                raise ConfigError("objective.flow_guidance draws fresh noise from the source, and this "
+                                  "domain gives flow matching none")
+            if space is not None and not isinstance(space, Euclidean):
+                raise ConfigError(f"objective.flow_guidance steps along straight lines (x' = z + t' v), "
+                                  f"which leave {space!r}; it needs a Euclidean domain")
+            flow_guidance = FlowGuidedDistillation.from_config(cfg.flow_guidance, null=null)
         return cls(path=path,
                    timesteps=TIME_SAMPLERS.create(cfg.timesteps, "objective.timesteps"),
                    coupling=COUPLINGS.create(cfg.coupling, "objective.coupling", optional=on_space),
-                   loss=LOSSES.create(cfg.loss, "objective.loss"),
-                   source=source, dropout=dropout)
+                   loss=LOSSES.create(cfg.loss, "objective.loss",
+                                      optional={"features": features} if features is not None else None),
+                   source=source, dropout=dropout, flow_guidance=flow_guidance)
 
     @property
     def costly_pairing(self) -> bool:
         """True when the coupling solves a transport problem per batch: the Trainer then pairs
         each batch ahead of its step (:mod:`flowsci.pairing`)."""
         return self.coupling.solves_plan
+
+    def set_progress(self, step: int, total: int) -> None:
+        """The training step about to run (0-based) of ``total``, called by the Trainer before
+        each step; passed on to a coupling that follows it (annealing reflow)."""
+        if hasattr(self.coupling, "set_progress"):
+            self.coupling.set_progress(step, total)
 
     def pair(self, batch: dict[str, torch.Tensor], generator: torch.Generator | None = None
              ) -> dict[str, torch.Tensor]:
@@ -106,7 +140,8 @@ class FlowMatching:
 
     def paired_loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
                     ) -> tuple[torch.Tensor, dict[str, float]]:
-        """The loss of a batch that :meth:`pair` has already paired."""
+        """The loss of a batch that :meth:`pair` has already paired; with flow guidance, plus
+        its weighted FGD term (logs: ``pair_loss``, ``fgd_loss``)."""
         x0, x1 = batch["x0"], batch["x1"]
         cond = {k: v for k, v in batch.items() if k not in ("x0", "x1")}
         if self.dropout is not None:
@@ -116,8 +151,13 @@ class FlowMatching:
         t = sample.t  # a path may move t off a singular end point by one machine epsilon
         pred = model(sample.x_t, t, **cond)
         context = {"x_t": sample.x_t, "path": self.path} if self.loss_fn.needs_path else {}
-        per_sample = self.loss_fn(pred, sample.dx_t, t, **context)
-        return per_sample.mean(), {}
+        loss = self.loss_fn(pred, sample.dx_t, t, **context).mean()
+        if self.flow_guidance is None:
+            return loss, {}
+        z = self.source.sample(x1.shape[0], device=x1.device).to(x1.dtype)
+        fgd = self.flow_guidance.loss(model, z, cond, self.loss_fn, self.path).mean()
+        logs = {"pair_loss": float(loss.detach()), "fgd_loss": float(fgd.detach())}
+        return loss + self.flow_guidance.weight * fgd, logs
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, float]]:

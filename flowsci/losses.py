@@ -2,9 +2,10 @@
 
 A loss is called ``loss(pred, target, t) -> (B,)`` with velocities pred, target: (B, *D) and
 t: (B,) in our convention (t = 0 source, t = 1 data). Losses compose: :class:`Weighted`
-multiplies any loss by a weight w(t); :class:`X1SpaceLoss` compares the data predictions
-x1_hat implied by the velocities instead of the velocities. A loss whose ``needs_path`` is
-True is also given ``x_t=`` (B, *D) and ``path=`` (the objective's path) as keywords.
+multiplies any loss by a weight w(t); :class:`X1SpaceLoss` and :class:`X0SpaceLoss` compare
+the data predictions x1_hat, or the source (epsilon) predictions x0_hat, implied by the
+velocities instead of the velocities. A loss whose ``needs_path`` is True is also given
+``x_t=`` (B, *D) and ``path=`` (the objective's path) as keywords.
 Nested losses in YAML are registered names or ``{name: ..., <parameters>}`` mappings:
 ``objective.loss: {name: weighted, loss: pseudo_huber, weight: two_rf}``.
 """
@@ -139,27 +140,61 @@ class Weighted(Loss):
         return w * self.loss(pred, target, t, **path_context)
 
 
-class X1SpaceLoss(Loss):
-    """``base(x1_hat(pred), x1_hat(target), t)``: compare data predictions, not velocities.
-
-    Both velocities are converted with the objective's path, ``path.velocity_to_x1(v, x_t, t)``
-    (linear path: x1_hat = x_t + (1 - t) v); the target converts to the true x1. For MSE on
-    the linear path this is (1 - t)^2 times the velocity MSE; a perceptual ``base`` sees images.
-    Called with ``x_t=`` (B, *D) and ``path=`` keywords (``needs_path`` is True).
-    """
+class _EndpointSpaceLoss(Loss):
+    """``base(e(pred), e(target), t)`` with e = ``path.velocity_to_<endpoint>(v, x_t, t)``: the
+    endpoint predictions implied by the two velocities are compared. Called with ``x_t=``
+    (B, *D) and ``path=`` keywords (``needs_path`` is True)."""
 
     needs_path = True
+    endpoint = ""  # "x0" or "x1", set by the subclass
 
     def __init__(self, base: Loss | str | dict[str, Any] = "mse"):
         self.base = _as_loss(base, "loss.base")
 
     def __call__(self, pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, *,
                  x_t: torch.Tensor | None = None, path: Any = None) -> torch.Tensor:
+        name, method = type(self).__name__, f"velocity_to_{self.endpoint}"
         if x_t is None or path is None:
-            raise ValueError("X1SpaceLoss needs the keywords x_t= (B, *D) and path= (the "
+            raise ValueError(f"{name} needs the keywords x_t= (B, *D) and path= (the "
                              "objective's path), which an objective passes when loss.needs_path")
-        if not hasattr(path, "velocity_to_x1"):
-            raise ValueError(f"X1SpaceLoss needs a path with velocity_to_x1(v, x_t, t); "
+        if not hasattr(path, method):
+            raise ValueError(f"{name} needs a path with {method}(v, x_t, t); "
                              f"{type(path).__name__} has none")
-        to_x1 = path.velocity_to_x1
-        return self.base(to_x1(pred, x_t, t), to_x1(target, x_t, t), t)
+        convert = getattr(path, method)
+        return self.base(convert(pred, x_t, t), convert(target, x_t, t), t)
+
+
+class X1SpaceLoss(_EndpointSpaceLoss):
+    """``base(x1_hat(pred), x1_hat(target), t)``: compare data predictions, not velocities.
+
+    Both velocities are converted with the objective's path, ``path.velocity_to_x1(v, x_t, t)``
+    (linear path: x1_hat = x_t + (1 - t) v); the target converts to the true x1. For MSE on
+    the linear path this is (1 - t)^2 times the velocity MSE; a perceptual ``base`` sees images.
+    With ``base: pseudo_huber`` it is Rectified Diffusion's loss on x̂ (Wang et al. 2024), except
+    that their c applies to each entry and ours to the norm of the whole sample (2-RF++'s form).
+    Called with ``x_t=`` (B, *D) and ``path=`` keywords (``needs_path`` is True).
+    """
+
+    endpoint = "x1"
+
+
+class X0SpaceLoss(_EndpointSpaceLoss):
+    """``base(x0_hat(pred), x0_hat(target), t)``: compare source (epsilon) predictions.
+
+    The mirror of :class:`X1SpaceLoss` through ``path.velocity_to_x0(v, x_t, t)`` (linear path:
+    x0_hat = x_t - t v); the target converts to the true x0, the noise epsilon of the pair. For
+    any model it is the velocity loss reweighted by (alpha_t / D_t)^2, D_t = sigma_t alpha'_t -
+    alpha_t sigma'_t (t^2 on the linear path under MSE).
+
+    **DDPM's simple loss** (Ho et al. 2020, eq. 14) is ``{name: x0_space, base: mse}`` with the
+    ``vp`` path, ``uniform`` timesteps and a ``parameterized`` model with ``prediction: epsilon``:
+    E_t |eps_hat(x_t, t) - eps|^2, in continuous time and averaged (not summed) over entries.
+
+    Near the data end of ``vp`` (sigma'_t -> -inf): the objective never evaluates t = 1
+    (:meth:`flowsci.paths.AffinePath.sample` moves t off it by one machine epsilon), and below
+    it the round trip eps -> velocity -> eps of an epsilon model is exact up to a few ulps:
+    on vp D_t = alpha'_t / sigma_t, so the error of v, of order ulp * (|alpha'_t x_t| + D_t |eps|) /
+    alpha_t, is divided by D_t on the way back. Called with ``x_t=`` and ``path=`` keywords.
+    """
+
+    endpoint = "x0"

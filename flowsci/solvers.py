@@ -13,6 +13,10 @@ d(delta)/dt = dexp_inv(x, delta, v(y, t)), with the Euclidean Butcher tableau, a
 result back with exp. The state never leaves the space and each method keeps its Euclidean
 order (with the exact dexp_inv). In Euclidean space exp is addition and dexp_inv the
 identity, so the formulas reduce to the classical ones.
+
+Two first-order solvers step through the endpoint estimates (x0_hat, x1_hat) of an affine path
+x_t = sigma_t x0 + alpha_t x1 instead of along the velocity (Euclidean states only): :class:`DDIM`
+(``ddim``) and 2-RF++'s :class:`Anchored` (``anchored``).
 """
 
 from __future__ import annotations
@@ -20,11 +24,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torchdiffeq import odeint
 
 from flowsci.grids import uniform_grid  # noqa: F401  (re-exported: the grid most callers want)
+from flowsci.paths import AffinePath
+from flowsci.registry import PATHS
 from flowsci.spaces import Euclidean, Space
 
 VelocityFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -222,3 +229,101 @@ class Dopri5(Solver):
             # torchdiffeq integrates decreasing grids by reversing time internally.
             states = odeint(rhs, x0, times.to(x0.device), rtol=self.rtol, atol=self.atol, method="dopri5")
         return SolverResult(x=states[-1], nfe=nfe, times=times, trajectory=states if trajectory else None)
+
+
+class _EndpointSolver(Solver):
+    """One velocity evaluation per grid interval, turned into the endpoint estimates of ``path``.
+
+    At (x, t) the velocity v gives x0_hat = path.velocity_to_x0(v, x, t) and x1_hat =
+    path.velocity_to_x1(v, x, t), and the next state is sigma_{t'} x0_hat + alpha_{t'} x1_hat
+    (:class:`Anchored` replaces one of the two). ``path``: a registered affine path, by name or
+    {name: ..., <parameters>}, or an :class:`~flowsci.paths.AffinePath`. A grid time at an end
+    where the velocity does not determine the endpoints (t = 1 on vp, where sigma'_1 = -inf;
+    t = 0 of a polynomial path with n != 1) is evaluated ``t_eps`` inside [0, 1] instead: the state
+    there is taken as the state at that time (inversion from data at t = 1 on vp starts so).
+    """
+
+    order = 1
+    nfe_per_step = 1
+    anchored = False
+
+    def __init__(self, path: str | dict[str, Any] | AffinePath = "linear", t_eps: float = 1e-3):
+        self.path = path if isinstance(path, AffinePath) else PATHS.create(path, "sample.solver.path")
+        if not isinstance(self.path, AffinePath):
+            raise ValueError(f"path must be an affine path (linear, vp, cosine, polynomial, sigma_min), "
+                             f"got {path!r}")
+        if isinstance(t_eps, bool) or not (isinstance(t_eps, (int, float)) and 0 < t_eps < 0.5):
+            raise ValueError(f"t_eps must be a number in (0, 0.5), got {t_eps!r}")
+        self.t_eps = float(t_eps)
+        ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        c = self.path.scheduler(ends)
+        det = c.sigma_t * c.d_alpha_t - c.alpha_t * c.d_sigma_t
+        regular = (torch.isfinite(det) & (det != 0)).tolist()
+        self.singular_ends = tuple(end for end, ok in zip(ends.tolist(), regular) if not ok)
+
+    def integrate(self, velocity: VelocityFn, x0: torch.Tensor, times: torch.Tensor, *,
+                  space: Space | None = None, trajectory: bool = False, grad: bool = False) -> SolverResult:
+        times = check_grid(times)
+        _check_state(x0)
+        if space is not None and not isinstance(space, Euclidean):
+            raise ValueError(f"{type(self).__name__} combines endpoint estimates linearly, which leaves "
+                             f"{space!r}; use a fixed-step solver (euler, midpoint, heun, rk4), which "
+                             "stays on the space")
+        forward = bool(times[1] > times[0])
+        target = self.path.scheduler(times[1:])  # sigma_{t'}, alpha_{t'} at every next grid time
+        anchor = None
+        with torch.set_grad_enabled(grad and torch.is_grad_enabled()):
+            x = x0
+            states = [x0] if trajectory else None
+            for i, t in enumerate(times[:-1].tolist()):
+                t = self._evaluation_time(t)
+                tt = torch.full((x.shape[0],), t, dtype=x.dtype, device=x.device)
+                v = velocity(x, tt)
+                x0_hat, x1_hat = self.path.velocity_to_x0(v, x, tt), self.path.velocity_to_x1(v, x, tt)
+                if self.anchored:
+                    if anchor is None:
+                        anchor = x0_hat if forward else x1_hat
+                    x0_hat, x1_hat = (anchor, x1_hat) if forward else (x0_hat, anchor)
+                x = float(target.sigma_t[i]) * x0_hat + float(target.alpha_t[i]) * x1_hat
+                if states is not None:
+                    states.append(x)
+            stacked = torch.stack(states) if states is not None else None
+        return SolverResult(x=x, nfe=len(times) - 1, times=times, trajectory=stacked)
+
+    def _evaluation_time(self, t: float) -> float:
+        for end in self.singular_ends:
+            if t == end:
+                return end + self.t_eps if end == 0.0 else end - self.t_eps
+        return t
+
+
+class DDIM(_EndpointSolver):
+    """DDIM (Song, Meng & Ermon 2021), the first-order solver of an affine path, in either direction.
+
+    x_{t'} = sigma_{t'} x0_hat(x_t, t) + alpha_{t'} x1_hat(x_t, t), 1 NFE per step. It is exact
+    in one step for a field whose (x0_hat, x1_hat) stay constant along its trajectories (a
+    "first-order" flow, what Rectified Diffusion trains), however curved x_t is; on the linear
+    path it is Euler's method. YAML: ``sample.solver: {name: ddim, path: vp}`` (default path
+    linear); ``path`` should be the one the model was trained on. See :class:`_EndpointSolver`.
+    """
+
+
+class Anchored(_EndpointSolver):
+    """2-RF++'s "new" update rule (Lee et al. 2024): keep the endpoint the trajectory started from.
+
+    Sampling (increasing grid): x_{t'} = sigma_{t'} a + alpha_{t'} x1_hat(x_t, t), where the anchor
+    a = x0_hat(x_{t_0}, t_0) of the first step is the initial source sample itself when the grid
+    starts at t = 0 of the linear, cosine or sigma_min path (sigma_0 = 1, alpha_0 = 0), as in
+    2-RF++, which re-uses its initial noise. Inversion (decreasing grid) is
+    the mirror rule: x_{t'} = sigma_{t'} x0_hat(x_t, t) + alpha_{t'} b with b = x1_hat of the
+    first step, the initial data sample from t = 1 on the linear path. The first step is a DDIM
+    step; 1 NFE per step. YAML: ``sample.solver: anchored`` (default path linear).
+
+    Exact for flows whose x0_hat and x1_hat stay constant along trajectories (on the linear path:
+    straight flows), which it assumes: elsewhere the anchor is not the current trajectory's
+    endpoint and the result does not converge to the ODE's solution as the steps shrink (hence
+    ``order = 0``).
+    """
+
+    order = 0
+    anchored = True

@@ -134,6 +134,9 @@ class Trainer:
         # (train.prefetch_pairs) or inline; the step then takes the loss of the paired batch
         self.separate_pairing = bool(getattr(self.objective, "costly_pairing", False))
         self.batch_loss = self.objective.paired_loss if self.separate_pairing else self.objective.loss
+        # an objective that follows the training progress (annealing reflow's beta) has
+        # set_progress(step, total), called before each step with the 0-based step about to run
+        self.set_progress = getattr(self.objective, "set_progress", None)
         if self.tc.lbfgs.steps > 0 and self.tc.ema > 0:
             raise ConfigError(f"{cfg.source}: train.ema={self.tc.ema} averages first-order steps only, so "
                               "the L-BFGS result would be evaluated through stale weights; set train.ema=0 "
@@ -354,6 +357,8 @@ class Trainer:
         tc = self.tc
         started = self._waiting_since
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        if self.set_progress is not None:
+            self.set_progress(self.step, tc.total_steps)
         compiling = self.compile_state.active and self.compile_seconds is None
         mean_loss, grad_norm, logs, lr = (self._first_compiled_step(batch) if compiling
                                           else self._optimizer_step(batch))

@@ -44,7 +44,9 @@ class Recorder(torch.nn.Module):
 def _loss(**components) -> torch.Tensor:
     cfg = FlowMatchingConfig(**components)
     # the space goes only to the components that take one (the geodesic path)
-    objective = FlowMatching.from_config(cfg, source=StandardNormal((2,)), space=Euclidean(2))
+    # and a feature network to the losses that take one (perceptual_huber)
+    objective = FlowMatching.from_config(cfg, source=StandardNormal((2,)), space=Euclidean(2),
+                                         features=lambda x: [x, x.tanh()])
     model = Recorder()
     loss, _ = objective.loss(model, {"x1": torch.randn(64, 2) + 3})
     loss.backward()
@@ -83,7 +85,7 @@ def test_every_time_sampler_composes(name):
     _loss(timesteps=spec(name))
 
 
-@pytest.mark.parametrize("name", [n for n in COUPLINGS.names() if n != "paired"])
+@pytest.mark.parametrize("name", [n for n in COUPLINGS.names() if not COUPLINGS.get(n).needs_batch_x0])
 def test_every_coupling_composes(name):
     _loss(coupling=spec(name))
 
@@ -131,7 +133,7 @@ def test_every_solver_and_grid_sample_and_invert(solver, grid):
     x0 = torch.randn(5, 2, dtype=torch.float64)
     forward = sampler.sample(field, x0)
     exact = x0 + a + b / 2
-    tol = 0.1 if solver == "euler" else 1e-6
+    tol = 0.1 if solver in ("euler", "ddim", "anchored") else 1e-6  # the first-order methods
     assert torch.allclose(forward.x, exact, atol=tol)
     back = sampler.invert(field, forward.x)
     assert torch.allclose(back.x, x0, atol=2 * tol)

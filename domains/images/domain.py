@@ -40,6 +40,7 @@ from flowsci.feature_metrics import frechet_distance, precision_recall
 from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
 from flowsci.nn.feature_classifier import FeatureClassifier, train_classifier
 from flowsci.nn.text_encoder import PAD
+from flowsci.perceptual import FeatureFn
 from flowsci.plugins import DomainBase, Evaluation, build_model
 from flowsci.sources import StandardNormal
 from flowsci_domains.images.captioned import MODES, CaptionedImages, captioned_split, heldout
@@ -94,6 +95,7 @@ class ImagesData(DataConfig):
 
     n_val: int = 500
     n_test: int = 500
+    pairs: str | None = None         # a reflow pair store (flowsci reflow / rectify): train on its pairs
 
 
 @dataclasses.dataclass
@@ -132,7 +134,9 @@ class Images(DomainBase):
     def data_settings(self, cfg: Config) -> dict[str, Any]:
         """The split, the resolution and the source (a user's file or folder by its content)."""
         s = cfg.settings
-        return {**super().data_settings(cfg), "source": s.source, "resolution": s.resolution,
+        settings = super().data_settings(cfg)
+        del settings["pairs"]  # a separate store, not part of the data file
+        return {**settings, "source": s.source, "resolution": s.resolution,
                 "source_digest": source_digest(s.source)}
 
     def data_name(self, cfg: Config) -> str:
@@ -186,7 +190,23 @@ class Images(DomainBase):
                 tensors["y"] = labels
             return InMemoryDataset(tensors)
 
-        return DataSplits(split("train"), split("val"), split("test"), meta=meta)
+        train = self.pair_split(cfg) if cfg.data.pairs else split("train")
+        return DataSplits(train, split("val"), split("test"), meta=meta)
+
+    def pair_split(self, cfg: Config) -> InMemoryDataset:
+        """The training split of a reflow pair store: ``x0``, ``x1`` and the condition each pair
+        was generated for (``y`` or ``tokens``, whichever this run conditions on)."""
+        path = Path(cfg.data.pairs)
+        s = cfg.settings
+        wanted = [] if not s.conditional else ["tokens"] if s.captions != "none" else ["y"]
+        meta = read_meta(path)
+        fields = {*meta.fields, *meta.sample_scalars}
+        missing = [k for k in ["x0", "x1", *wanted] if k not in fields]
+        if missing:
+            raise DataError(f"data.pairs={path}: the pair store has no {', '.join(missing)} (it holds "
+                            f"{', '.join(sorted(fields))}); generate it from a run with the same "
+                            "conditioning")
+        return InMemoryDataset(load_split(path, "train", ["x0", "x1", *wanted]))
 
     @staticmethod
     def caption_bins(path: Path) -> dict[str, tuple[float, float]]:
@@ -239,7 +259,11 @@ class Images(DomainBase):
         return StandardNormal(self.image_shape(cfg, read_meta(self.data_file(cfg))))
 
     def build_objective(self, cfg: Config) -> FlowMatching:
-        return FlowMatching.from_config(cfg.objective, source=self.source(cfg), null=self.null(cfg))
+        """Flow matching; a ``perceptual_huber`` loss gets :meth:`perceptual_features`."""
+        loss = cfg.objective.loss
+        perceptual = (loss if isinstance(loss, str) else loss.get("name")) == "perceptual_huber"
+        return FlowMatching.from_config(cfg.objective, source=self.source(cfg), null=self.null(cfg),
+                                        features=self.perceptual_features(cfg) if perceptual else None)
 
     def sampler(self, cfg: Config, guidance: float | None = None) -> Sampler:
         """The configured sampler (at another guidance weight when given)."""
@@ -298,22 +322,46 @@ class Images(DomainBase):
     def classifier(self, cfg: Config, data: DataSplits) -> FeatureClassifier:
         """The feature classifier of the data file, trained on its training split on first use
         and stored beside it (``<data file>.classifier-<steps>.pt``)."""
-        path = data.meta.path.with_name(f"{data.meta.path.stem}.classifier-{cfg.eval.classifier_steps}.pt")
-        arrays = load_split(data.meta.path, "train", [FIELD, "label"])
+        return self.stored_classifier(cfg, data.meta.path, "classifier", cfg.data.seed)
+
+    def stored_classifier(self, cfg: Config, path: Path, kind: str, seed: int) -> FeatureClassifier:
+        """A :class:`FeatureClassifier` of the data file ``path`` trained with ``seed`` for
+        ``eval.classifier_steps`` steps, stored beside it as ``<stem>.<kind>-<steps>.pt``."""
+        stored = path.with_name(f"{path.stem}.{kind}-{cfg.eval.classifier_steps}.pt")
+        arrays = load_split(path, "train", [FIELD, "label"])
         x, labels = arrays[FIELD].float() * 2 - 1, arrays["label"]
-        num_classes = self.num_classes(data)
+        num_classes = len(read_meta(path).attrs["class_names"])
         model = FeatureClassifier(x.shape[1], num_classes, height=x.shape[2], width=x.shape[3])
-        if path.is_file():
-            model.load_state_dict(torch.load(path, weights_only=True))
+        if stored.is_file():
+            model.load_state_dict(torch.load(stored, weights_only=True))
             return model.eval()
-        log.info("images: training the feature classifier (%d steps) into %s",
-                 cfg.eval.classifier_steps, path)
-        # seeded by the data, not the run: every run on this file is judged by the same network
-        model = train_classifier(x, labels, num_classes, steps=cfg.eval.classifier_steps, seed=cfg.data.seed,
+        log.info("images: training the %s network (%d steps) into %s", kind, cfg.eval.classifier_steps,
+                 stored)
+        # seeded by the data, not the run: every run on this file sees the same network
+        model = train_classifier(x, labels, num_classes, steps=cfg.eval.classifier_steps, seed=seed,
                                  progress=sys.stderr.isatty())
-        with atomic_open(path, "wb") as fh:
+        with atomic_open(stored, "wb") as fh:
             torch.save(model.state_dict(), fh)
         return model
+
+    def perceptual_features(self, cfg: Config) -> FeatureFn:
+        """The feature network of the ``perceptual_huber`` loss: a classifier like the
+        evaluation's but trained with another seed (data.seed + 1), so that training does not
+        optimise the network that scores it; its three ReLU activations (B, 32, H, W),
+        (B, 64, H/2, W/2), (B, 128), frozen."""
+        network = self.stored_classifier(cfg, self.data_file(cfg), "perceptual", cfg.data.seed + 1)
+        network.requires_grad_(False)
+        layers = list(network.convolutions)
+
+        def features(x: torch.Tensor) -> list[torch.Tensor]:
+            activations = []
+            for layer in layers:
+                x = layer(x)
+                if isinstance(layer, torch.nn.ReLU):
+                    activations.append(x)
+            return [*activations, torch.relu(network.hidden(x))]
+
+        return features
 
     def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> Evaluation:
         """At each step count k of ``eval.steps``: fd_nfe<k> against the test images (with the
