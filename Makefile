@@ -16,7 +16,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraint
 STAMP  := $(VENV)/.flowsci-installed
 
 .PHONY: install demo turbulence rotations backbones population lpinn kinetic images lint test test-slow bench-deps bench bench-turbulence \
-	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images bench-throughput bench-ot-pipeline clean
+	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images bench-one-step bench-throughput bench-ot-pipeline clean
 
 install: $(STAMP)
 
@@ -91,6 +91,10 @@ bench-kinetic: install
 
 bench-images: install
 	$(BIN)/python bench/images.py
+
+bench-one-step: install  # about two hours on one core; resumes where it stopped
+	$(BIN)/python bench/one_step.py --seeds 0
+	$(BIN)/python bench/one_step.py --seeds 1 2 --rows 1-RF 2-RF 2-RF++ distil-1RF 2-RF+distil
 
 bench-throughput: install
 	$(BIN)/python bench/throughput.py

@@ -9,7 +9,8 @@ same feature classifier: Fréchet classifier distance (FD; a classifier trained 
 Inception: not FID) against the test images next to the real-vs-real floor, class (or caption
 attribute) accuracy, improved precision / recall, straightness of its 8-step path,
 parameters, milliseconds per image of one step, and its training cost (teacher + pairs +
-training, in seconds on this machine). Writes ``bench/results/one_step.{json,md,png}``.
+training, in seconds on this machine). Writes ``bench/results/one_step.{json,md,png}`` and
+``one_step_samples.png`` (one step of every model from the same noise).
 
     python bench/one_step.py [--seeds 0 1 2] [--rows 2-RF 2-RF++ ...] [--threads 1]
     python bench/one_step.py --report      # the table from the rows measured so far
@@ -33,7 +34,7 @@ from images_common import write_result
 from matplotlib.figure import Figure
 
 import flowsci
-from flowsci.atomic import atomic_write_text
+from flowsci.atomic import atomic_open, atomic_write_text
 from flowsci.checkpoint import latest_checkpoint, load_checkpoint, load_model
 from flowsci.config import load_config
 from flowsci.data import load_split
@@ -172,6 +173,24 @@ ROWS = {
                                        "distill:objective.flow_guidance="
                                        "{teacher: WORK/slim-fgd/1-reflow/run}"],
                                       share=("slim-annealed", "1-reflow"))),
+    # the small student trains from scratch: the same rows at four times the students' budget
+    "Slim/random-2000": Row("SlimFlow student: reflow from random init, 2000 steps",
+                            linked_pairs("slim-random-2000", "reflow", ["reflow"], T1,
+                                         [*SLIM, "train.steps=2000"])),
+    "Slim/annealed-2000": Row("SlimFlow student: annealing reflow, 2000 steps",
+                              linked_pairs("slim-annealed-2000", "reflow", ["reflow"], T1,
+                                           [*SLIM, "train.steps=2000", f"reflow:{ANNEALED}"])),
+    "Slim/annealed-2000+distil": Row("SlimFlow student: annealing reflow (2000 steps), distilled (L2)",
+                                     pipeline("slim-distil-2000", ["reflow", "distill"], T1,
+                                              [*SLIM, "reflow:train.steps=2000", f"reflow:{ANNEALED}"],
+                                              share=("slim-annealed-2000", "1-reflow"))),
+    "Slim/annealed-2000+FGD": Row("SlimFlow student: annealing reflow (2000 steps) + flow-guided "
+                                  "distillation",
+                                  pipeline("slim-fgd-2000", ["reflow", "distill"], T1,
+                                           [*SLIM, "reflow:train.steps=2000", f"reflow:{ANNEALED}",
+                                            "distill:objective.flow_guidance="
+                                            "{teacher: WORK/slim-fgd-2000/1-reflow/run}"],
+                                           share=("slim-annealed-2000", "1-reflow"))),
     "VP": Row("VP v-model (DDPM schedule), DDIM", TVP),
     "VP/rectified": Row("Rectified Diffusion: VP retrained on its DDIM pairs",
                         pipeline("vp-rectified", ["reflow"], TVP, [])),
@@ -221,6 +240,19 @@ def score(run_dir: Path, solver: str | None, seed: int) -> dict:
     return out
 
 
+def one_step_samples(run_dir: Path, solver: str | None, seed: int) -> dict:
+    """One step of the model from fixed noise for each showcase condition (the classes, or
+    held-out captions): {"names": [...], "images": (K, H, W) nested lists in [0, 1]}."""
+    cfg = open_run(run_dir).load_config([f"sample.solver={solver}"] if solver else [])
+    domain = create_domain(cfg.domain)
+    data = domain.build_data(cfg)
+    model = load_model(run_dir, ema=cfg.eval.use_ema)
+    names, cond = domain.showcase(cfg, data)
+    with isolated_rng(seed), torch.no_grad():
+        images, _ = domain.generate(model, cfg, data, cond, len(names), 1)
+    return {"names": names, "images": ((images[:, 0] + 1) / 2).clamp(0, 1).round(decimals=3).tolist()}
+
+
 def training_cost(run_dir: Path) -> float:
     """Seconds of training of ``run_dir`` plus, for a model trained on pairs, the pairs'
     seconds and the cost of the model that drew them (``pairs.json`` beside the pair store)
@@ -251,22 +283,39 @@ def measure(key: str, seed: int, work_root: Path) -> dict:
     work = work_root / f"seed{seed}"
     record = work / "scores" / f"{key.replace('/', '_')}.json"
     if record.is_file():
-        return json.loads(record.read_text())
+        return with_samples(record)
     started = time.perf_counter()
     run_dir = row.build(work, seed)
     result = {"row": key, "label": row.label, "seed": seed, "run": str(run_dir),
               "build_seconds": time.perf_counter() - started, "training_cost_seconds": training_cost(run_dir),
-              **score(run_dir, row.solver, seed)}
+              **score(run_dir, row.solver, seed),
+              "samples_1step": one_step_samples(run_dir, row.solver, seed)}
     atomic_write_text(record, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def with_samples(record: Path) -> dict:
+    """A stored row, with its one-step samples added if it was measured before they were kept."""
+    result = json.loads(record.read_text())
+    if "samples_1step" not in result:
+        result["samples_1step"] = one_step_samples(Path(result["run"]), ROWS[result["row"]].solver,
+                                                   result["seed"])
+        atomic_write_text(record, json.dumps(result, indent=2) + "\n")
     return result
 
 
 def collect(work_root: Path) -> dict[str, list[dict]]:
     rows: dict[str, list[dict]] = {}
     for path in sorted(work_root.glob("seed*/scores/*.json")):
-        raw = json.loads(path.read_text())
+        raw = with_samples(path)
         rows.setdefault(raw["row"], []).append(raw)
     return {k: rows[k] for k in ROWS if k in rows}
+
+
+def evals_per_step(record: dict) -> int:
+    """Network evaluations per step: classifier-free guidance (weight != 1) evaluates the
+    conditional and the unconditional branch (in one batch, so the solver counts one NFE)."""
+    return record["nfe_per_step"] * (2 if record["guidance"] != 1 else 1)
 
 
 def mean_sd(values: list[float]) -> tuple[float, float | None]:
@@ -280,17 +329,18 @@ def fmt(values: list[float], digits: int = 3) -> str:
 
 def markdown(rows: dict[str, list[dict]]) -> str:
     floor = statistics.fmean(r["fd_real"] for rs in rows.values() for r in rs)
-    lines = [f"FD: Fréchet classifier distance to 500 test images (not FID); floor (validation vs test) "
-             f"{floor:.3g}. Mean ± sd over the seeds measured (n). Accuracy: the class (captions: every "
-             "attribute) asked for. P / R: improved precision / recall at 1 step. Cost: seconds of "
-             "training and pair generation, the teacher's included.", "",
-             "| model | n | NFE/step | FD 1 | FD 2 | FD 4 | FD 8 | acc. 1 | P / R 1 | straightness "
+    lines = [f"FD k: Fréchet classifier distance to 500 test images (not FID) after k steps of the "
+             f"model's sampler; floor (validation vs test) {floor:.3g}. Mean ± sd over the seeds measured "
+             "(n). evals/step: network evaluations per step (guidance: two). Accuracy: the class "
+             "(captions: every attribute) asked for. P / R: improved precision / recall at 1 step. "
+             "Cost: seconds of training and pair generation, the teacher's included.", "",
+             "| model | n | evals/step | FD 1 | FD 2 | FD 4 | FD 8 | acc. 1 | P / R 1 | straightness "
              "| params | ms/img | cost s |", "|---" + "|---:" * 12 + "|"]
     for rs in rows.values():
         fd = [fmt([r["by_steps"][str(k)]["fd"] for r in rs]) for k in STEPS]
         one = [r["by_steps"]["1"] for r in rs]
         lines.append(
-            f"| {rs[0]['label']} | {len(rs)} | {rs[0]['nfe_per_step']} | {' | '.join(fd)} | "
+            f"| {rs[0]['label']} | {len(rs)} | {evals_per_step(rs[0])} | {' | '.join(fd)} | "
             f"{fmt([o['accuracy'] for o in one], 2)} | {fmt([o['precision'] for o in one], 2)} / "
             f"{fmt([o['recall'] for o in one], 2)} | {fmt([r['straightness'] for r in rs], 2)} | "
             f"{rs[0]['parameters'] / 1000:.0f} k | {fmt([r['ms_per_image_1step'] for r in rs], 2)} | "
@@ -303,13 +353,31 @@ def figure(rows: dict[str, list[dict]]) -> Figure:
     ax = fig.subplots()
     for rs in rows.values():
         means = [mean_sd([r["by_steps"][str(k)]["fd"] for r in rs])[0] for k in STEPS]
-        nfe = [rs[0]["by_steps"][str(k)]["nfe"] for k in STEPS]
+        nfe = [k * evals_per_step(rs[0]) for k in STEPS]
         ax.plot(nfe, means, "o-", label=rs[0]["label"], lw=1)
     floor = statistics.fmean(r["fd_real"] for rs in rows.values() for r in rs)
     ax.axhline(floor, color="gray", ls="--", label="floor (val vs test)")
-    ax.set(xscale="log", yscale="log", xlabel="velocity evaluations (NFE)",
+    ax.set(xscale="log", yscale="log", xlabel="network evaluations (guidance counts two per step)",
            ylabel="Fréchet classifier distance", title="one-step family on MNIST-5k 14×14")
     ax.legend(fontsize=6, loc="upper right")
+    return fig
+
+
+def sample_grid(rows: dict[str, list[dict]]) -> Figure:
+    """One row per model (its first seed): one step from the same noise per condition."""
+    shown = [rs[0] for rs in rows.values()]
+    columns = max(len(r["samples_1step"]["names"]) for r in shown)
+    fig = Figure(figsize=(columns * 0.7 + 3.2, len(shown) * 0.72 + 0.4))
+    axes = fig.subplots(len(shown), columns, squeeze=False)
+    for i, r in enumerate(shown):
+        for j in range(columns):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j < len(r["samples_1step"]["images"]):
+                ax.imshow(r["samples_1step"]["images"][j], cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set_ylabel(r["label"], rotation=0, ha="right", va="center", fontsize=6)
+    fig.suptitle("one step of each model from the same noise (caption rows: held-out captions)", fontsize=8)
     return fig
 
 
@@ -335,10 +403,15 @@ def main() -> None:
                       f"8 steps {result['by_steps']['8']['fd']:.3g}, accuracy {one['accuracy']:.3f}",
                       flush=True)
     rows = collect(args.work)
+    # the sample images stay in the row records under --work; the JSON keeps the numbers
+    numbers = {k: [{f: v for f, v in r.items() if f != "samples_1step"} for r in rs]
+               for k, rs in rows.items()}
     result = {"benchmark": "one_step", "flowsci": flowsci.__version__, "machine": platform.processor() or
               platform.machine(), "threads": args.threads, "n_pairs": N_PAIRS, "student": STUDENT,
-              "rows": rows}
+              "rows": numbers}
     write_result(OUT, result, markdown(rows), figure(rows))
+    with atomic_open(OUT.with_name("one_step_samples.png"), "wb") as fh:
+        sample_grid(rows).savefig(fh, format="png", dpi=120, bbox_inches="tight")
 
 
 if __name__ == "__main__":
