@@ -95,6 +95,7 @@ bench-images: install
 bench-one-step: install  # about two hours on one core; resumes where it stopped
 	$(BIN)/python bench/one_step.py --seeds 0
 	$(BIN)/python bench/one_step.py --seeds 1 2 --rows 1-RF 2-RF 2-RF++ distil-1RF 2-RF+distil
+	$(BIN)/python bench/one_step.py --seeds 1 --rows Slim/random-2000 Slim/annealed-2000
 
 bench-throughput: install
 	$(BIN)/python bench/throughput.py

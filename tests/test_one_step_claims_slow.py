@@ -53,6 +53,9 @@ def test_two_rf_plus_plus_beats_two_rf_at_one_step_over_three_seeds(rows):
     assert all(better), better
 
 
+@pytest.mark.xfail(strict=True, reason="not reproduced over two seeds: the 2 000-step annealing-reflow "
+                   "student scores 14.9 (12.0 and 17.7) against 2-RF's 10.5 ± 0.7, 1.41×; seed 0 alone "
+                   "was within 1.3× (1.22)")
 def test_the_slim_student_is_within_1_3x_of_the_teacher_sized_two_rf(rows):
     """SlimFlow's size claim, for the annealing-reflow student trained from scratch 2 000 steps
     (at the other students' 500 steps it is far behind: see docs/benchmarks.md)."""
@@ -61,8 +64,9 @@ def test_the_slim_student_is_within_1_3x_of_the_teacher_sized_two_rf(rows):
     assert fd(rows, "Slim/annealed-2000") <= 1.3 * fd(rows, "2-RF")
 
 
-@pytest.mark.xfail(strict=True, reason="not reproduced (one seed): annealing reflow 48.1 vs random "
-                   "init 44.6 at 500 steps, 12.0 vs 10.8 at 2 000 steps")
+@pytest.mark.xfail(strict=True, reason="not reproduced: annealing reflow 48.1 vs random init 44.6 at "
+                   "500 steps (one seed), 14.9 vs 14.7 at 2 000 steps (seeds 0, 1: 12.0 vs 10.8, "
+                   "17.7 vs 18.7)")
 def test_annealing_reflow_beats_reflow_from_random_init(rows):
     assert fd(rows, "Slim/annealed") < fd(rows, "Slim/random")
     assert fd(rows, "Slim/annealed-2000") < fd(rows, "Slim/random-2000")
