@@ -282,7 +282,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def cmd_reflow(args: argparse.Namespace) -> int:
     from flowsci.flow_matching import Sampler
-    from flowsci.reflow import generate_pairs
+    from flowsci.reflow import condition_pool, generate_pairs
 
     run, cfg, domain, data, model, step = _load_run(args)
     out = Path(args.out) if args.out else run.path / "reflow" / f"pairs-step-{step:08d}.h5"
@@ -292,9 +292,9 @@ def cmd_reflow(args: argparse.Namespace) -> int:
     accept = (domain.reflow_filter(cfg, data)
               if hasattr(domain, "reflow_filter") and not args.no_filter else None)
     # a conditional flow draws each pair for a random training condition, stored with the pair
-    conditions = {k: v for k, v in getattr(data.train, "tensors", {}).items() if k not in ("x0", "x1")}
     path = generate_pairs(model, domain.source(cfg), args.num, out, sampler=sampler,
-                          batch_size=args.batch_size, seed=cfg.seed, accept=accept, conditions=conditions)
+                          batch_size=args.batch_size, seed=cfg.seed, accept=accept,
+                          conditions=condition_pool(data.train))
     kept = " (filtered by the domain's reflow_filter)" if accept is not None else ""
     print(f"{args.num} pairs ({cfg.sample.steps} steps of {cfg.sample.solver}){kept} -> {path}")
     print(f"next rectified flow:  flowsci train CONFIG data.pairs={path} objective.coupling=paired "

@@ -37,7 +37,7 @@ from flowsci.config import Config
 from flowsci.errors import ConfigError
 from flowsci.flow_matching import Sampler
 from flowsci.plugins import Evaluation
-from flowsci.reflow import distillation_times, generate_pairs
+from flowsci.reflow import condition_pool, distillation_times, generate_pairs
 from flowsci.registry import create_domain
 from flowsci.rng import EVAL_SEED_OFFSET, isolated_rng
 from flowsci.runs import RunDir, open_run
@@ -160,11 +160,9 @@ def _make_pairs(run_path: Path, cfg: Config, out: Path, n: int, batch_size: int,
     sampler = domain.sampler(cfg) if hasattr(domain, "sampler") else Sampler.from_config(cfg.sample)
     if steps is not None:
         sampler.steps = steps
-    tensors = getattr(data.train, "tensors", {})
-    conditions = {k: v for k, v in tensors.items() if k not in ("x0", "x1")}
     model = load_model(run_path, ema=cfg.eval.use_ema)
     generate_pairs(model, domain.source(cfg), n, out, sampler=sampler, batch_size=batch_size,
-                   seed=cfg.seed, conditions=conditions, progress=progress)
+                   seed=cfg.seed, conditions=condition_pool(data.train), progress=progress)
 
 
 def _evaluated(run: RunDir, overrides: Sequence[str], folder: Path, name: str) -> StageResult:

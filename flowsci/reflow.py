@@ -121,6 +121,12 @@ def generate_pairs(model: torch.nn.Module, source: Source, n: int, out: str | os
     return out
 
 
+def condition_pool(dataset: object) -> dict[str, torch.Tensor]:
+    """The conditions of a training split ({name: (N, ...)}: every tensor but x0 and x1) to draw
+    pairs for; empty for an unconditional flow or a dataset that is not held in memory."""
+    return {k: v for k, v in getattr(dataset, "tensors", {}).items() if k not in ("x0", "x1")}
+
+
 def _pool_size(conditions: Mapping[str, torch.Tensor]) -> int:
     """The common number of rows of the condition pool (0 when there are no conditions)."""
     sizes = {k: v.shape[0] for k, v in conditions.items() if isinstance(v, torch.Tensor) and v.ndim >= 1}
