@@ -18,6 +18,8 @@ with :mod:`flowsci.nn.mmdit`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -124,13 +126,16 @@ class DiTBlock(nn.Module):
     """tokens (B, N, D), c (B, D) -> (B, N, D): self-attention and an MLP (ratio 4), each
     modulated by adaLN-Zero. ``modulation(SiLU(c))`` splits into (shift_attn, scale_attn,
     gate_attn, shift_mlp, scale_mlp, gate_mlp); it starts at zero, so the block starts as the
-    identity."""
+    identity. ``value_hook`` (default None: no effect), when set, maps the attention values
+    V (B, heads, N, D/heads) to the V the attention uses (RF-Edit's feature sharing,
+    :mod:`flowsci.editing`); it is not a parameter or buffer."""
 
     def __init__(self, width: int, heads: int):
         super().__init__()
         if width % heads:
             raise ValueError(f"attention heads ({heads}) must divide the width ({width})")
         self.heads = heads
+        self.value_hook: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.norm1 = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
         self.qkv = nn.Linear(width, 3 * width)
         self.out = nn.Linear(width, width)
@@ -145,6 +150,8 @@ class DiTBlock(nn.Module):
         """Multi-head self-attention (B, N, D) -> (B, N, D), output projection included."""
         b, n, d = x.shape
         q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
+        if self.value_hook is not None:
+            v = self.value_hook(v)
         out = F.scaled_dot_product_attention(q, k, v)
         return self.out(out.transpose(1, 2).reshape(b, n, d))
 

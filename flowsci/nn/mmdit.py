@@ -20,6 +20,8 @@ adaLN (shift, scale) and a zero-initialised linear map, so the initial velocity 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -75,7 +77,9 @@ class JointBlock(nn.Module):
     one joint attention over [ctx; img]; context tokens with mask False are not keys. With
     ``context_pre_only`` the context stream stops after its keys and values and the block
     returns ctx = None; with ``context=False`` there is no context stream (ctx must be None) and
-    the block is a DiT block with the image stream's weights.
+    the block is a DiT block with the image stream's weights. ``value_hook`` (default None: no
+    effect), when set, maps the image stream's attention values V (B, heads, N, D/heads) to the
+    V the joint attention uses (RF-Edit's feature sharing, :mod:`flowsci.editing`).
     """
 
     def __init__(self, width: int, heads: int, qk_norm: bool = True, context_pre_only: bool = False,
@@ -84,6 +88,7 @@ class JointBlock(nn.Module):
         if width % heads:
             raise ValueError(f"attention heads ({heads}) must divide the width ({width})")
         self.heads = heads
+        self.value_hook: Callable[[torch.Tensor], torch.Tensor] | None = None
         self.image = Stream(width, heads, qk_norm)
         self.context = Stream(width, heads, qk_norm, pre_only=context_pre_only) if context else None
 
@@ -112,6 +117,8 @@ class JointBlock(nn.Module):
         if (ctx is None) != (self.context is None):
             raise ValueError("JointBlock: pass context tokens exactly when the block has a context stream")
         q, k, v = self._qkv(self.image, img, img_mod[0], img_mod[1])
+        if self.value_hook is not None:
+            v = self.value_hook(v)
         length = 0
         attn_mask = None
         if ctx is not None:

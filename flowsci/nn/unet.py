@@ -63,7 +63,9 @@ class SelfAttention2d(nn.Module):
 
 
 class UNet(nn.Module):
-    """v(x, t[, y]): x (B, channels, H, W), t (B,) -> (B, channels, H, W).
+    """v(x, t[, y]): x (B, channels, H, W), t (B,) -> (B, out_channels, H, W); ``out_channels``
+    defaults to ``channels`` (a velocity field; another value for a backbone whose input carries
+    more channels than its output, e.g. :class:`flowsci.nn.concat.ConcatConditioned`).
 
     ``multipliers`` gives the width of each level (width · m); every level but the last halves
     the resolution (any H, W: the expanding path resizes to the skip's size). With
@@ -75,9 +77,11 @@ class UNet(nn.Module):
 
     def __init__(self, channels: int = 1, width: int = 32, multipliers: list[int] | None = None,
                  blocks: int = 1, attention: bool = True, heads: int = 4, num_classes: int = 0,
-                 time_dim: int = 64, context_dim: int = 0):
+                 time_dim: int = 64, context_dim: int = 0, out_channels: int | None = None):
         super().__init__()
         multipliers = list(multipliers or [1, 2])
+        if out_channels is not None and out_channels < 1:
+            raise ValueError(f"out_channels must be >= 1 or None (= channels), got {out_channels}")
         if channels < 1 or width < 1 or blocks < 1 or not multipliers or min(multipliers) < 1:
             raise ValueError(f"channels, width, blocks and every multiplier must be >= 1, got channels="
                              f"{channels}, width={width}, blocks={blocks}, multipliers={multipliers}")
@@ -108,7 +112,8 @@ class UNet(nn.Module):
             self.up.append(nn.ModuleList(ResBlock(c + out if j == 0 else out, out, emb_dim)
                                          for j in range(blocks)))
             c = out
-        self.head = nn.Sequential(_norm(c), nn.SiLU(), nn.Conv2d(c, channels, 3, padding=1))
+        self.head = nn.Sequential(_norm(c), nn.SiLU(),
+                                  nn.Conv2d(c, out_channels or channels, 3, padding=1))
         nn.init.zeros_(self.head[-1].weight)
         nn.init.zeros_(self.head[-1].bias)
 
