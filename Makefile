@@ -16,7 +16,7 @@ PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraint
 STAMP  := $(VENV)/.flowsci-installed
 
 .PHONY: install demo turbulence rotations backbones population lpinn kinetic images lint test test-slow bench-deps bench bench-turbulence \
-	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images bench-one-step bench-throughput bench-ot-pipeline clean
+	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images bench-one-step bench-restoration bench-restoration-fields bench-throughput bench-ot-pipeline clean
 
 install: $(STAMP)
 
@@ -55,7 +55,7 @@ lint: install
 	$(BIN)/ruff check .
 
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=20
 
 test-slow: install
 	$(BIN)/python -m pytest -q -m slow
@@ -96,6 +96,12 @@ bench-one-step: install  # about two hours on one core; resumes where it stopped
 	$(BIN)/python bench/one_step.py --seeds 0
 	$(BIN)/python bench/one_step.py --seeds 1 2 --rows 1-RF 2-RF 2-RF++ distil-1RF 2-RF+distil
 	$(BIN)/python bench/one_step.py --seeds 1 --rows Slim/random-2000 Slim/annealed-2000
+
+bench-restoration: install  # inversion, RF-Edit, FlowChef and PMRF on images; about 1.5 hours on one core
+	$(BIN)/python bench/restoration.py
+
+bench-restoration-fields: install  # FlowChef and PMRF on turbulence fields
+	$(BIN)/python bench/restoration_fields.py
 
 bench-throughput: install
 	$(BIN)/python bench/throughput.py

@@ -1,0 +1,102 @@
+"""Inversion, editing, steering and restoration claims (issue 23) on MNIST-5k 14×14 and LFW, read
+from the committed benchmark result (``python bench/restoration.py``,
+bench/results/restoration.json) instead of re-training its models (about 1.5 hours on one
+core); ``pytest -m slow``. Rerun the benchmark to refresh the numbers these tests read.
+
+FD is the Fréchet classifier distance (a classifier trained here, not Inception: not FID). A
+claim the benchmark does not reproduce is a strict xfail with its numbers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+RESULT = REPO / "bench" / "results" / "restoration.json"
+INJECT = "4"  # RF-Edit's sharing for 4 of 20 steps (the paper: 3 of 15 on FLUX)
+
+
+@pytest.fixture(scope="module")
+def result() -> dict:
+    return json.loads(RESULT.read_text())
+
+
+def mse_by_nfe(result: dict, solver: str) -> dict[int, float]:
+    return {r["nfe"]: r["mse"] for r in result["inversion"]["rows"] if r["solver"] == solver}
+
+
+@pytest.mark.parametrize("solver", ["rf_solver3", "midpoint"])
+def test_a_higher_order_solver_reconstructs_better_than_euler_at_every_equal_nfe(result, solver):
+    euler, other = mse_by_nfe(result, "euler"), mse_by_nfe(result, solver)
+    shared = sorted(set(euler) & set(other))
+    assert len(shared) >= 3
+    assert all(other[k] < euler[k] for k in shared), {k: (other[k], euler[k]) for k in shared}
+
+
+def test_the_inversion_table_reports_each_methods_observed_order(result):
+    orders = result["inversion"]["orders"]
+    assert set(orders) == {"euler", "midpoint", "heun", "rf_solver3", "rk4"}
+    assert 0.8 < orders["euler"] < 1.3  # Euler's round trip is first order on the learned field too
+
+
+def pmrf_rows(result: dict, dataset: str, task: str) -> dict[str, dict]:
+    return result[f"pmrf-{dataset}-{task}"]["rows"]
+
+
+LFW_DENOISE = pytest.mark.xfail(strict=True, reason="not reproduced on LFW denoising (120 faces and "
+                                "non-faces, 40 test images): PMRF MSE 0.0148 (FD 15.0) against posterior "
+                                "sampling's 0.0105 (FD 25.8); PMRF's FD is the better one")
+
+
+@pytest.mark.parametrize(("dataset", "task"), [("mnist", "denoise"), ("mnist", "inpaint"),
+                                               pytest.param("lfw", "denoise", marks=LFW_DENOISE),
+                                               ("lfw", "inpaint")])
+def test_pmrf_has_lower_mse_than_posterior_sampling_at_equal_or_better_fd(result, dataset, task):
+    rows = pmrf_rows(result, dataset, task)
+    assert rows["pmrf"]["mse"] < rows["posterior"]["mse"]
+    assert rows["pmrf"]["fd"] <= 1.1 * rows["posterior"]["fd"]  # "equal": within 10 %
+
+
+@pytest.mark.parametrize("dataset", ["mnist", "lfw"])
+@pytest.mark.parametrize("task", ["denoise", "inpaint"])
+def test_pmrf_looks_more_real_than_the_posterior_mean(result, dataset, task):
+    rows = pmrf_rows(result, dataset, task)
+    assert rows["pmrf"]["fd"] < rows["mmse"]["fd"]
+    assert rows["mmse"]["mse"] < rows["pmrf"]["mse"]  # the posterior mean is the least-MSE estimate
+
+
+def chef(result: dict, task: str, method: str, prior: str = "teacher") -> dict:
+    return result["flowchef"]["rows"][f"{prior}/{task}/{method}"]
+
+
+def test_flowchef_beats_dps_on_deblurring_in_psnr_at_half_its_time_and_memory(result):
+    assert chef(result, "deblur", "flowchef")["psnr"] >= chef(result, "deblur", "dps")["psnr"]
+    timing = result["timing"]["rows"]
+    assert timing["deblur/flowchef"]["seconds"] <= 0.5 * timing["deblur/dps"]["seconds"]
+    assert timing["deblur/flowchef"]["peak_mib"] <= 0.5 * timing["deblur/dps"]["peak_mib"]
+
+
+@pytest.mark.xfail(strict=True, reason="not reproduced: inpainting the right half, FlowChef 15.02 dB "
+                   "(step 10, K = 3) against DPS-style guidance 16.36 dB (step 100), 200 test digits, "
+                   "step sizes chosen on validation digits")
+def test_flowchef_matches_dps_on_inpainting_in_psnr(result):
+    assert chef(result, "inpaint", "flowchef")["psnr"] >= chef(result, "inpaint", "dps")["psnr"] - 0.1
+
+
+@pytest.mark.parametrize("task", ["deblur", "inpaint", "sr2"])
+def test_steering_restores_far_better_than_the_unsteered_prior(result, task):
+    for method in ("flowchef", "dps"):
+        assert chef(result, task, method)["psnr"] > chef(result, task, "prior")["psnr"] + 4
+
+
+def test_rf_edit_feature_sharing_keeps_more_structure_at_most_5_points_less_accuracy(result):
+    """Label edits with the DiT, the values of its last 2 blocks shared for 4 of 20 steps. (The
+    thickness edits with the caption MM-DiT are not in the committed result yet.)"""
+    rows = result["edit"]["rows"]
+    plain, shared = rows["label/2/0"], rows[f"label/2/{INJECT}"]
+    assert shared["ssim"] > plain["ssim"]
+    assert shared["target_accuracy"] >= plain["target_accuracy"] - 0.05
