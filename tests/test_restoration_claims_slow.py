@@ -97,10 +97,11 @@ def test_steering_restores_far_better_than_the_unsteered_prior(result, task):
         assert chef(result, task, method)["psnr"] > chef(result, task, "prior")["psnr"] + 4
 
 
-def test_rf_edit_feature_sharing_keeps_more_structure_at_most_5_points_less_accuracy(result):
-    """Label edits with the DiT, the values of its last 2 blocks shared for 4 of 20 steps. (The
-    thickness edits with the caption MM-DiT are not in the committed result yet.)"""
+@pytest.mark.parametrize("kind", ["label", "attribute"])
+def test_rf_edit_feature_sharing_keeps_more_structure_at_most_5_points_less_accuracy(result, kind):
+    """Label edits with the DiT, thickness edits with the caption MM-DiT; the values of the last 2
+    blocks shared for 4 of 20 steps."""
     rows = result["edit"]["rows"]
-    plain, shared = rows["label/2/0"], rows[f"label/2/{INJECT}"]
+    plain, shared = rows[f"{kind}/2/0"], rows[f"{kind}/2/{INJECT}"]
     assert shared["ssim"] > plain["ssim"]
     assert shared["target_accuracy"] >= plain["target_accuracy"] - 0.05
