@@ -22,14 +22,19 @@ def prepare(cfg: Config) -> None:
     domain.classifier(cfg, domain.build_data(cfg))
 
 
-def write_result(out: Path, result: dict, markdown: str, figure: Figure) -> None:
-    """``out`` (JSON), ``out`` .md and .png, atomically; the table is printed."""
+def write_result(out: Path, result: dict, markdown: str, figure: Figure,
+                 extra: dict[str, Figure] | None = None) -> None:
+    """``out`` (JSON), ``out`` .md and .png, and each ``extra`` figure as ``<out stem>_<name>.png``,
+    atomically; the table is printed."""
     atomic_write_text(out, json.dumps(result, indent=2) + "\n")
     atomic_write_text(out.with_suffix(".md"), markdown)
-    with atomic_open(out.with_suffix(".png"), "wb") as fh:
-        figure.savefig(fh, format="png", dpi=120, bbox_inches="tight")
+    pngs = {out.with_suffix(".png"): figure,
+            **{out.with_name(f"{out.stem}_{name}.png"): fig for name, fig in (extra or {}).items()}}
+    for path, fig in pngs.items():
+        with atomic_open(path, "wb") as fh:
+            fig.savefig(fh, format="png", dpi=120, bbox_inches="tight")
     print(markdown, end="")
-    print(f"wrote {out}, {out.with_suffix('.md')}, {out.with_suffix('.png')}")
+    print(f"wrote {out}, {out.with_suffix('.md')}, " + ", ".join(str(p) for p in pngs))
 
 
 def fd_against_steps(curves: dict[str, tuple[list[float], list[float] | None]], nfe: list[int], floor: float,

@@ -38,7 +38,6 @@ import argparse
 import dataclasses
 import json
 import math
-import multiprocessing
 import os
 import platform
 import time
@@ -48,7 +47,7 @@ from pathlib import Path
 import torch
 from images_common import write_result
 from matplotlib.figure import Figure
-from peak_memory import reset_peak, resident_mib
+from peak_memory import in_fresh_process, reset_peak, resident_mib
 from skimage.metrics import structural_similarity
 
 import flowsci
@@ -62,6 +61,7 @@ from flowsci.feature_metrics import frechet_distance
 from flowsci.grids import uniform_grid
 from flowsci.inversion import inversion_table, observed_order
 from flowsci.measurements import Blur, Downsample, Mask, box_mask, observe
+from flowsci.metrics import psnr
 from flowsci.nn.concat import ConcatConditioned
 from flowsci.registry import SOLVERS, build_model, create_domain
 from flowsci.restoration import PosteriorMean, fit_flow, fit_regression, pmrf_source, restore
@@ -156,7 +156,7 @@ class Images:
         with torch.no_grad():
             features = self.classifier.features(restored)
             accuracy = float((self.classifier(restored).argmax(1) == labels).float().mean())
-        return {"psnr": psnr(restored, truth), "mse": mse01(restored, truth),
+        return {"psnr": mean_psnr(restored, truth), "mse": mse01(restored, truth),
                 "fd": frechet_distance(features, self.real), "accuracy": accuracy}
 
 
@@ -170,10 +170,9 @@ def unit(images: torch.Tensor) -> list:
     return ((images[:, 0].clamp(-1, 1) + 1) / 2).round(decimals=3).tolist()
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """Mean over images of 10 log10(1 / MSE) on [0, 1] pixels."""
-    per_image = ((a - b) / 2).pow(2).flatten(1).mean(1).clamp_min(1e-12)
-    return float((10 * torch.log10(1 / per_image)).mean())
+def mean_psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Mean over images (N, C, H, W) in [-1, 1] of their PSNR on [0, 1] pixels, dB."""
+    return float(psnr(a, b, data_range=2.0).clamp_max(120).mean())
 
 
 # --- inversion ---------------------------------------------------------------------------------
@@ -239,12 +238,6 @@ def steer(method: str, prior: str, task: str, step: float, work: str, n: int, sp
     return out
 
 
-def in_process(*args) -> dict:
-    """``steer`` in a fresh process, so that its peak memory is its own."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(steer, args)
-
-
 STEP_SIZES = (1.0, 3.0, 10.0, 30.0, 100.0, 300.0)
 
 
@@ -259,10 +252,10 @@ def section_flowchef(work: Path) -> dict:
                 step = None
                 if method in ("flowchef", "dps"):
                     # the step size with the best PSNR on 50 validation digits
-                    tried = {s: in_process(method, prior, task, s, str(work), 50, "val")["psnr"]
+                    tried = {s: in_fresh_process(steer, method, prior, task, s, str(work), 50, "val")["psnr"]
                              for s in STEP_SIZES}
                     step = max(tried, key=tried.get)
-                row = in_process(method, prior, task, step or 0.0, str(work), N_TEST, "test")
+                row = in_fresh_process(steer, method, prior, task, step or 0.0, str(work), N_TEST, "test")
                 out["rows"][f"{prior}/{task}/{method}"] = {"step_size": step, **row}
                 print(f"flowchef {prior} {task} {method}: step {step} psnr {row['psnr']:.2f} "
                       f"fd {row['fd']:.1f} acc {row['accuracy']:.2f} {row['seconds']:.1f} s "
@@ -282,7 +275,8 @@ def section_timing(work: Path) -> dict:
         for _ in range(3):
             for method in runs:
                 step = chosen[f"teacher/{task}/{method}"]["step_size"] or 0.0
-                runs[method].append(in_process(method, "teacher", task, step, str(work), N_TEST, "test"))
+                runs[method].append(in_fresh_process(steer, method, "teacher", task, step, str(work), N_TEST,
+                                                     "test"))
         for method, measured in runs.items():
             out["rows"][f"{task}/{method}"] = {"seconds": min(r["seconds"] for r in measured),
                                                "peak_mib": max(r["peak_mib"] for r in measured)}
@@ -306,7 +300,7 @@ def ssim(a: torch.Tensor, b: torch.Tensor) -> float:
 def edit_scores(images: Images, x: torch.Tensor, edited: torch.Tensor) -> dict:
     """SSIM / PSNR to the sources x and the mean change of slant and position (pixels) of edits."""
     unit_x, unit_e = (x + 1) / 2, (edited + 1) / 2
-    return {"ssim": ssim(edited, x), "psnr": psnr(edited, x),
+    return {"ssim": ssim(edited, x), "psnr": mean_psnr(edited, x),
             "slant_change": float((slant(unit_e) - slant(unit_x)).abs().mean()),
             "position_change": float((position(unit_e) - position(unit_x)).norm(dim=-1).mean()),
             "images": unit(edited[:6]), "sources": unit(x[:6])}
@@ -601,9 +595,18 @@ def main() -> None:
     for record in sorted(args.work.glob("*.json")):
         if record.stem in SECTIONS:
             result[record.stem] = json.loads(record.read_text())
-    write_result(OUT, result, markdown(result), figure(result))
-    with open(OUT.with_name("restoration_grid.png"), "wb") as fh:
-        grid(result).savefig(fh, format="png", dpi=110, bbox_inches="tight")
+    # the images stay in the section records under --work; the committed JSON keeps the numbers
+    write_result(OUT, without_images(result), markdown(result), figure(result), extra={"grid": grid(result)})
+
+
+IMAGE_KEYS = ("images", "observed", "truth", "sources")
+
+
+def without_images(value):
+    """``value`` (nested dicts and lists) without the image lists kept for the figures."""
+    if isinstance(value, dict):
+        return {k: without_images(v) for k, v in value.items() if k not in IMAGE_KEYS}
+    return value
 
 
 if __name__ == "__main__":

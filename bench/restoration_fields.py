@@ -35,7 +35,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing
 import os
 import platform
 import time
@@ -46,7 +45,7 @@ import numpy as np
 import torch
 from images_common import write_result
 from matplotlib.figure import Figure
-from peak_memory import reset_peak, resident_mib
+from peak_memory import in_fresh_process, reset_peak, resident_mib
 
 import flowsci
 from flowsci.atomic import atomic_open, atomic_write_text
@@ -284,12 +283,6 @@ def steer(task: str, method: str, fraction: float | None, split: str, work: str)
     return {"restored": restored.detach() * scale, "seconds": seconds, "peak_mib": peak, "step_size": step}
 
 
-def in_process(*args) -> dict:
-    """:func:`steer` in a fresh process, so that its wall-clock and peak memory are its own."""
-    with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return pool.apply(steer, args)
-
-
 def cached(record: Path, compute: Callable[..., dict], *args) -> dict:
     """The JSON ``record``, written first as ``compute(*args)`` if missing."""
     if not record.is_file():
@@ -340,7 +333,7 @@ def measure_steering(task: str, method: str, fraction: float | None, work: Path)
     """A test row of the steering section, run in its own process."""
     truth = load_fields()[0]["test"]
     op = operators(tuple(truth.shape[1:]))[task]
-    out = in_process(task, method, fraction, "test", str(work))
+    out = in_fresh_process(steer, task, method, fraction, "test", str(work))
     return {"fraction": fraction, "step_size": out["step_size"], "seconds": out["seconds"],
             "peak_mib": out["peak_mib"], **scores(out["restored"], truth, op),
             "examples": examples(out["restored"])}
@@ -609,9 +602,7 @@ def main() -> None:
         entry["truth"] = {k: v for k, v in entry["truth"].items() if k not in ("truth", "observed")}
         for row in entry["rows"].values():
             row.pop("examples", None)
-    write_result(OUT, numbers, markdown(result), figure(result))
-    with atomic_open(OUT.with_name("restoration_fields_grid.png"), "wb") as fh:
-        grid(result).savefig(fh, format="png", dpi=110, bbox_inches="tight")
+    write_result(OUT, numbers, markdown(result), figure(result), extra={"grid": grid(result)})
 
 
 if __name__ == "__main__":

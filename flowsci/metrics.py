@@ -5,7 +5,8 @@ Every name says what it returns: :func:`wasserstein` is W_p (not W_p^p),
 SO(3) "W1" is in fact W_2^2 and its "W2" the root of E angle^4; flowsci labels them correctly),
 :func:`sliced_wasserstein` is SW_p (not SW_p^p), :func:`mmd_rbf` is the MMD (not MMD^2),
 :func:`transport_cost` is E|X1 - X0|^2 (a squared distance, no root), :func:`straightness`
-is the squared-deviation estimator Ŝ. Batches (N, *D) are compared on flattened features.
+is the squared-deviation estimator Ŝ, :func:`psnr` the peak signal-to-noise ratio of each
+sample (dB). Batches (N, *D) are compared on flattened features.
 """
 
 from __future__ import annotations
@@ -131,3 +132,17 @@ def straightness(trajectory: torch.Tensor) -> float:
     chord = trajectory[-1] - trajectory[0]
     increments = (trajectory[1:] - trajectory[:-1]) * steps
     return float((increments - chord).pow(2).flatten(2).sum(-1).mean())
+
+
+def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:
+    """Peak signal-to-noise ratio of each sample, 10 log10(data_range^2 / MSE), in dB: x and
+    reference (B, *D) -> (B,); ``data_range`` is the span of valid values (1 for [0, 1] pixels,
+    2 for [-1, 1]). A sample equal to its reference has PSNR +inf."""
+    if x.shape != reference.shape or x.dim() < 1:
+        raise ValueError(f"x and reference must be batches (B, *D) of one shape, got {tuple(x.shape)} "
+                         f"and {tuple(reference.shape)}")
+    if not data_range > 0:
+        raise ValueError(f"data_range must be > 0, got {data_range}")
+    mse = (x - reference).double().square().flatten(1).mean(1)
+    return 10 * torch.log10(data_range**2 / mse)
+

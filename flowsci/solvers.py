@@ -133,6 +133,13 @@ class FixedStepSolver(Solver):
         return SolverResult(x=x, nfe=nfe, times=times, trajectory=path)
 
 
+def _stage(velocity: StepVelocityFn, space: Space | _Flat, x: torch.Tensor, delta: torch.Tensor,
+           s: float) -> torch.Tensor:
+    """A Runge-Kutta stage in normal coordinates at x: the velocity at exp(x, delta) and time s,
+    pulled back to the tangent space at x by dexp_inv (the identity in Euclidean space)."""
+    return space.dexp_inv(x, delta, velocity(space.exp(x, delta), s))
+
+
 class Euler(FixedStepSolver):
     """x_{n+1} = x_n + h v(x_n, t_n); first order, 1 NFE per step."""
 
@@ -153,9 +160,7 @@ class Midpoint(FixedStepSolver):
 
     def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
              space: Space | _Flat = FLAT) -> torch.Tensor:
-        delta = 0.5 * h * velocity(x, t)
-        k2 = space.dexp_inv(x, delta, velocity(space.exp(x, delta), t + 0.5 * h))
-        return space.exp(x, h * k2)
+        return space.exp(x, h * _stage(velocity, space, x, 0.5 * h * velocity(x, t), t + 0.5 * h))
 
 
 class Heun(FixedStepSolver):
@@ -168,7 +173,7 @@ class Heun(FixedStepSolver):
     def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
              space: Space | _Flat = FLAT) -> torch.Tensor:
         k1 = velocity(x, t)
-        k2 = space.dexp_inv(x, h * k1, velocity(space.exp(x, h * k1), t + h))
+        k2 = _stage(velocity, space, x, h * k1, t + h)
         return space.exp(x, 0.5 * h * (k1 + k2))
 
 
@@ -180,13 +185,10 @@ class RK4(FixedStepSolver):
 
     def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
              space: Space | _Flat = FLAT) -> torch.Tensor:
-        def stage(delta: torch.Tensor, s: float) -> torch.Tensor:
-            return space.dexp_inv(x, delta, velocity(space.exp(x, delta), s))
-
         k1 = velocity(x, t)
-        k2 = stage(0.5 * h * k1, t + 0.5 * h)
-        k3 = stage(0.5 * h * k2, t + 0.5 * h)
-        k4 = stage(h * k3, t + h)
+        k2 = _stage(velocity, space, x, 0.5 * h * k1, t + 0.5 * h)
+        k3 = _stage(velocity, space, x, 0.5 * h * k2, t + 0.5 * h)
+        k4 = _stage(velocity, space, x, h * k3, t + h)
         return space.exp(x, (h / 6.0) * (k1 + 2.0 * k2 + 2.0 * k3 + k4))
 
 
@@ -220,12 +222,9 @@ class RFSolver3(FixedStepSolver):
 
     def step(self, velocity: StepVelocityFn, x: torch.Tensor, t: float, h: float,
              space: Space | _Flat = FLAT) -> torch.Tensor:
-        def stage(delta: torch.Tensor, s: float) -> torch.Tensor:
-            return space.dexp_inv(x, delta, velocity(space.exp(x, delta), s))
-
         v0 = velocity(x, t)
-        v_mid = stage(0.5 * h * v0, t + 0.5 * h)
-        v_end = stage(h * (2.0 * v_mid - v0), t + h)
+        v_mid = _stage(velocity, space, x, 0.5 * h * v0, t + 0.5 * h)
+        v_end = _stage(velocity, space, x, h * (2.0 * v_mid - v0), t + h)
         dv_dt = (-3.0 * v0 + 4.0 * v_mid - v_end) / h
         d2v_dt2 = 4.0 * (v_end - 2.0 * v_mid + v0) / h**2
         return space.exp(x, h * v0 + (h**2 / 2.0) * dv_dt + (h**3 / 6.0) * d2v_dt2)

@@ -41,7 +41,11 @@ Cost = Callable[[torch.Tensor], torch.Tensor]
 """A cost of the clean estimate: x_hat (B, *D) -> (B,), one value per sample."""
 
 _OPTIMIZERS = ("sgd", "adam")
-_BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8  # Adam's defaults (Kingma & Ba 2015)
+# Adam's defaults (Kingma & Ba 2015). Adam is written out in _descend rather than taken from
+# torch.optim: the first torch.optim optimizer of a process imports torch._dynamo (about 4 s on
+# these machines), which would dominate one steered sampling call; tests/test_steering.py checks it
+# against torch.optim.Adam.
+_BETA1, _BETA2, _ADAM_EPS = 0.9, 0.999, 1e-8
 
 
 def measurement_cost(op: Callable[[torch.Tensor], torch.Tensor], y: torch.Tensor) -> Cost:

@@ -15,7 +15,7 @@ import torch
 from scipy.spatial.distance import cdist
 
 from flowsci.couplings import OTCoupling
-from flowsci.metrics import mmd_rbf, sliced_wasserstein, straightness, transport_cost, wasserstein
+from flowsci.metrics import mmd_rbf, psnr, sliced_wasserstein, straightness, transport_cost, wasserstein
 
 F64 = torch.float64
 
@@ -281,3 +281,18 @@ def test_straightness_of_a_quarter_circle() -> None:
 def test_straightness_needs_two_states() -> None:
     with pytest.raises(ValueError, match="at least two states"):
         straightness(torch.zeros(1, 3, 2))
+
+
+def test_psnr_matches_scikit_image_per_sample() -> None:
+    from skimage.metrics import peak_signal_noise_ratio  # the images extra (make install)
+
+    g = torch.Generator().manual_seed(0)
+    reference = torch.rand(5, 1, 7, 6, generator=g) * 2 - 1
+    x = reference + 0.1 * torch.randn(reference.shape, generator=g)
+    expected = [peak_signal_noise_ratio(r.numpy(), y.numpy(), data_range=2.0)
+                for r, y in zip(reference, x)]
+    assert torch.allclose(psnr(x, reference, data_range=2.0), torch.tensor(expected, dtype=torch.float64))
+    assert torch.isinf(psnr(reference, reference)).all()
+    with pytest.raises(ValueError, match="one shape"):
+        psnr(x[:2], reference)
+
