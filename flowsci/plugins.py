@@ -101,6 +101,9 @@ class DomainBase:
     name: str = ""
     Settings: type = NoSettings
     data_version: int = 1            # raise it when make_data writes other data for the same settings
+    # domains that read one data set (a model, its baselines and its autoencoder) share a group name:
+    # their default data file is the same (None: the domain's own name)
+    data_group: str | None = None
 
     # --- data ----------------------------------------------------------------------------
 

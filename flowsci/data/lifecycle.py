@@ -40,9 +40,16 @@ def generates_data(domain: Any) -> bool:
     return callable(getattr(domain, "make_data", None))
 
 
+def data_group(domain: Any) -> str:
+    """The name under which a domain's data is made and stored: its ``data_group`` when it
+    shares a data set with other domains, else its own name."""
+    return getattr(domain, "data_group", None) or domain.name
+
+
 def generator_settings(domain: Any, cfg: Config) -> dict[str, Any]:
     """Everything that determines the generated file, as plain JSON values."""
-    settings = {"domain": domain.name, "data_version": domain.data_version, **domain.data_settings(cfg)}
+    settings = {"domain": data_group(domain), "data_version": domain.data_version,
+                **domain.data_settings(cfg)}
     return json.loads(json.dumps(settings, sort_keys=True))
 
 
@@ -54,7 +61,7 @@ def settings_hash(settings: dict[str, Any]) -> str:
 def default_path(domain: Any, cfg: Config) -> Path:
     """``<data dir>/<domain>/<data_name>_<settings hash>.h5``."""
     digest = settings_hash(generator_settings(domain, cfg))
-    return default_data_dir() / domain.name / f"{domain.data_name(cfg)}_{digest}.h5"
+    return default_data_dir() / data_group(domain) / f"{domain.data_name(cfg)}_{digest}.h5"
 
 
 def data_file(domain: Any, cfg: Config) -> Path:

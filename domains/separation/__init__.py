@@ -1,0 +1,1 @@
+"""Language-queried source separation (FlowSep) on rendered Bach chorales."""
