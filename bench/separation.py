@@ -18,12 +18,14 @@ at a time (``--jobs``), one thread each.
 Writes ``bench/results/separation.{json,md,png}`` and ``separation_roles.png``.
 
     python bench/separation.py [--work runs/separation_bench] [--jobs 2] [--seed 0]
+    python bench/separation.py --report bench/results/separation.json   # the table and figures again
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import json
 import os
 import platform
 import subprocess
@@ -71,18 +73,24 @@ def final_metrics(run: Path) -> dict[str, float] | None:
     return {r["name"]: float(r["value"]) for r in rows if int(r["step"]) == last}
 
 
-def train_runs(names: list[str], work: Path, seed: int, jobs: int) -> None:
-    """Train (or resume) the runs ``names``, ``jobs`` at a time; a failure stops the benchmark."""
+def train_runs(work: Path, seed: int, jobs: int) -> None:
+    """Train (or resume) every run, ``jobs`` at a time, the flows once the autoencoder has finished;
+    a failure stops the benchmark."""
     commands = run_commands(work, seed)
-    pending = [n for n in names if final_metrics(work / n) is None]
+    pending = [n for n in commands if final_metrics(work / n) is None]
     running: dict[str, subprocess.Popen] = {}
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def ready(name: str) -> bool:
+        return name in ("autoencoder", "mask") or "autoencoder" not in pending + list(running)
+
     while pending or running:
-        while pending and len(running) < jobs:
-            name = pending.pop(0)
+        while len(running) < jobs and any(ready(n) for n in pending):
+            name = next(n for n in pending if ready(n))
+            pending.remove(name)
             out = work / name
             args = (["resume", str(out)] if (out / "config.yaml").is_file()
-                    else ["train", commands[name][0], "--out", str(out), *commands[name][1:]])
+                    else ["train", *commands[name], "--out", str(out)])
             log = (work / f"{name}.log").open("a")
             print(f"{name}: flowsci {' '.join(args)}", flush=True)
             running[name] = subprocess.Popen([FLOWSCI, "-q", *args], cwd=REPO, env=env, stdout=log,
@@ -205,13 +213,18 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "separation.json")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", type=Path, help="rebuild the table and figures from a saved JSON")
     args = parser.parse_args()
+    if args.report:
+        result = json.loads(args.report.read_text())
+        markdown, figure, extra = report(result)
+        write_result(args.report, result, markdown + "\n", figure, extra)
+        return
     torch.set_num_threads(1)
     work = args.work / f"seed{args.seed}"
     work.mkdir(parents=True, exist_ok=True)
     subprocess.run([FLOWSCI, "-q", "data", "make", "domains/separation.yaml"], cwd=REPO, check=True)
-    train_runs(["autoencoder", "mask"], work, args.seed, args.jobs)
-    train_runs(["flow", "vp"], work, args.seed, args.jobs)
+    train_runs(work, args.seed, args.jobs)
     runs = {name: final_metrics(work / name) for name in run_commands(work, args.seed)}
     timing = {name: seconds_per_audio_second(work / name) for name in ("flow", "vp", "mask")}
     n_test = load_config(REPO / "domains" / "separation.yaml").data.n_test

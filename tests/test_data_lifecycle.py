@@ -20,7 +20,8 @@ CONFIGS = sorted((REPO / "domains").glob("*.yaml"))
 def test_every_first_party_domain_has_a_config_here():
     domains = {load_config(path).domain for path in CONFIGS}
     assert domains == {"toy2d", "turbulence", "turbulence3d", "rotations", "backbones", "population",
-                       "letter_clouds", "lpinn", "kinetic", "images"}
+                       "letter_clouds", "lpinn", "kinetic", "images", "separation", "separation_mask",
+                       "separation_autoencoder"}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
@@ -41,7 +42,7 @@ def test_the_default_file_name_hashes_the_generator_settings(config):
     cfg, other = load_config(config), load_config(config, ["data.seed=12345"])
     domain = create_domain(cfg.domain)
     path = default_path(domain, cfg)
-    assert path.parent.name == cfg.domain and path.suffix == ".h5"
+    assert path.parent.name == (domain.data_group or cfg.domain) and path.suffix == ".h5"
     assert default_path(domain, load_config(config)) == path  # deterministic
     if cfg.domain == "lpinn":  # the reference solution is not random: data.seed is no setting of it
         assert default_path(domain, other) == path
@@ -49,6 +50,16 @@ def test_the_default_file_name_hashes_the_generator_settings(config):
         assert default_path(domain, other) != path
     loader_only = load_config(config, ["data.num_workers=2"])
     assert default_path(domain, loader_only) == path
+
+
+def test_domains_of_one_data_group_share_their_default_file():
+    configs = {name: load_config(REPO / "domains" / f"{name}.yaml")
+               for name in ("separation", "separation_mask", "separation_autoencoder")}
+    paths = {default_path(create_domain(name), cfg) for name, cfg in configs.items()}
+    assert len(paths) == 1 and next(iter(paths)).parent.name == "separation"
+    # a generator setting still makes another file
+    other = load_config(REPO / "domains" / "separation_mask.yaml", ["data.n_test=7"])
+    assert default_path(create_domain("separation_mask"), other) not in paths
 
 
 def test_default_data_is_generated_once_then_reused(monkeypatch):

@@ -176,3 +176,20 @@ def test_separate_reads_a_mixture_of_any_length(flow_run) -> None:
     assert out.shape == (2, 5000) and bool(torch.isfinite(out).all())
     with pytest.raises(ValueError, match="unknown word"):
         domain.separate(model, cfg, mixture, ["the kazoo"], steps=1)
+
+
+def test_label_queries_condition_the_flow_and_the_mask(flow_run) -> None:
+    cfg = config("separation", "domain.query=label")
+    domain = create_domain("separation")
+    data = domain.build_data(cfg)
+    batch = data.train.__getitems__([0, 1, 2])
+    assert "tokens" not in batch and torch.equal(batch["y"], domain.features(cfg, "train").rows[:3, 2])
+    model = domain.build_model(cfg)
+    loss, _ = domain.build_objective(cfg).loss(model, batch)
+    assert torch.isfinite(loss)
+    assert domain.null(cfg) == {"y": -1}
+    mask = create_domain("separation_mask")
+    mask_cfg = config("separation_mask", "domain.query=label")
+    loss, _ = mask.build_objective(mask_cfg).loss(mask.build_model(mask_cfg),
+                                                  mask.build_data(mask_cfg).train.__getitems__([0, 1]))
+    assert torch.isfinite(loss)

@@ -17,7 +17,13 @@ import torch
 
 from flowsci.audio.spectral import MelSpectrogram, SpectrogramSettings
 from flowsci_domains.separation.chorales import VOICES
-from flowsci_domains.separation.mixtures import SeparationSplit, load_separation_split
+from flowsci_domains.separation.mixtures import (
+    SeparationSplit,
+    examples,
+    load_separation_split,
+    mixture_waves,
+    targets,
+)
 
 BATCH = 64  # waves per mel transform
 
@@ -64,13 +70,11 @@ class SplitFeatures:
 
     def mixture_waves(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(R, T) the rows' mixtures."""
-        n, k, _ = (self.rows if rows is None else rows).unbind(1)
-        return torch.einsum("rv,rvt->rt", self.waves.gains[n, k], self.waves.sources[n])
+        return examples(self.waves, self.rows if rows is None else rows)[0]
 
     def target_waves(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(R, T) the rows' targets."""
-        n, k, v = (self.rows if rows is None else rows).unbind(1)
-        return self.waves.gains[n, k, v][:, None] * self.waves.sources[n, v]
+        return examples(self.waves, self.rows if rows is None else rows)[1]
 
     def roles(self, rows: torch.Tensor | None = None) -> list[str]:
         return [VOICES[v] for v in (self.rows if rows is None else rows)[:, 2].tolist()]
@@ -88,11 +92,9 @@ def mels(waves: torch.Tensor, spectrogram: SpectrogramSettings) -> torch.Tensor:
 def split_features(path: Path, split: str, spectrogram: SpectrogramSettings) -> SplitFeatures:
     """The mels and rows of ``split`` of the data file ``path``."""
     waves = load_separation_split(path, split)
-    mixtures = waves.gains.shape[1] if split == "train" else 1
-    gains = waves.gains[:, :mixtures]
-    mixture = torch.einsum("nkv,nvt->nkt", gains, waves.sources)
-    rows = torch.nonzero(gains > 0)  # (R, 3): n, k, v in row-major order
-    return SplitFeatures(waves, mels(waves.sources, spectrogram), mels(mixture, spectrogram), rows)
+    mixtures = waves.gains.shape[1] if split == "train" else 1  # val and test: mixture 0, the rest is 0
+    mixture = mixture_waves(waves)[:, :mixtures]
+    return SplitFeatures(waves, mels(waves.sources, spectrogram), mels(mixture, spectrogram), targets(waves))
 
 
 def log_mel(mel: torch.Tensor, spectrogram: SpectrogramSettings) -> torch.Tensor:
