@@ -38,6 +38,7 @@ from images_common import write_result
 from matplotlib.figure import Figure
 
 import flowsci
+from flowsci.atomic import atomic_write_text
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
 from flowsci.registry import create_domain
@@ -183,16 +184,16 @@ def report(result: dict) -> tuple[str, Figure, dict[str, Figure]]:
 
     fig = Figure(figsize=(10, 3.6), layout="constrained")
     axes = fig.subplots(1, 2)
-    for ax, metric, label in zip(axes, ("si_sdri", "mel_l1"), ("SI-SDRi (dB)", "mel-L1")):
-        for name, style in (("flow", "o-"), ("vp", "s--")):
-            ax.plot(*curve(runs[name], metric), style, label=f"{name} path")
+    for ax, metric, axis_label in zip(axes, ("si_sdri", "mel_l1"), ("SI-SDRi (dB)", "mel-L1")):
+        for name, style, label in (("flow", "o-", "rectified flow"), ("vp", "s--", "VP (diffusion) path")):
+            ax.plot(*curve(runs[name], metric), style, label=label)
         ax.axhline(mask[metric], color="k", ls=":", label="mask separator")
         ax.set_xscale("log", base=2)
         ax.set_xlabel("NFE")
-        ax.set_ylabel(label)
+        ax.set_ylabel(axis_label)
         ax.grid(alpha=0.3)
     axes[0].axhline(ae["si_sdr_true_mel"] - flow["si_sdr_mixture"], color="gray", ls="-.",
-                    label="true-mel ceiling")
+                    label="true mel (autoencoder's test rows)")
     axes[0].legend(fontsize=8)
     roles = Figure(figsize=(7, 3.2), layout="constrained")
     ax = roles.subplots()
@@ -226,11 +227,14 @@ def main() -> None:
     subprocess.run([FLOWSCI, "-q", "data", "make", "domains/separation.yaml"], cwd=REPO, check=True)
     train_runs(work, args.seed, args.jobs)
     runs = {name: final_metrics(work / name) for name in run_commands(work, args.seed)}
+    for name, metrics in runs.items():  # the count of the saved network (the autoencoder reports none)
+        metrics["parameters"] = float(sum(p.numel() for p in load_model(work / name).parameters()))
     timing = {name: seconds_per_audio_second(work / name) for name in ("flow", "vp", "mask")}
     n_test = load_config(REPO / "domains" / "separation.yaml").data.n_test
     result = {"flowsci": flowsci.__version__, "torch": torch.__version__, "machine": platform.machine(),
               "threads": 1, "seed": args.seed, "n_test": n_test, "nfe_grid": NFE, "runs": runs,
               "seconds_per_audio_second": timing, "efficiency": efficiency(runs["flow"], runs["vp"])}
+    atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")  # kept if the report fails
     markdown, figure, extra = report(result)
     write_result(args.out, result, markdown + "\n", figure, extra)
 

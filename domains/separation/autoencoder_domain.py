@@ -96,7 +96,7 @@ class SeparationAutoencoder(SeparationBase):
         return true, norm.denormalize(out[:, 0])
 
     def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> dict[str, float]:
-        """``mel_l1`` of the reconstructed test targets; ``si_sdr_reconstructed`` and
+        """The parameter count; ``mel_l1`` of the reconstructed test targets; ``si_sdr_reconstructed`` and
         ``si_sdr_true_mel``: the mixture-phase resynthesis from the reconstructed and the true mel,
         against the target wave; ``si_sdr_mixture``: the mixture itself."""
         features, spectrogram = self.features(cfg, "test"), self.spectrogram(cfg)
@@ -106,7 +106,8 @@ class SeparationAutoencoder(SeparationBase):
         from_true = mel_mask_resynthesis(mel_from_log(true, spectrogram), mixture, spectrogram)
         from_reconstructed = mel_mask_resynthesis(mel_from_log(reconstructed, spectrogram), mixture,
                                                   spectrogram)
-        return {"mel_l1": float(mel_l1(reconstructed, true).mean()),
+        return {"parameters": float(sum(p.numel() for p in model.parameters())),
+                "mel_l1": float(mel_l1(reconstructed, true).mean()),
                 "si_sdr_reconstructed": float(si_sdr(from_reconstructed, target).mean()),
                 "si_sdr_true_mel": float(si_sdr(from_true, target).mean()),
                 "si_sdr_mixture": float(si_sdr(mixture, target).mean())}
