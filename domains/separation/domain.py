@@ -25,6 +25,8 @@ import torch
 
 from flowsci.atomic import atomic_open
 from flowsci.audio.io import AudioClip
+from flowsci.audio.metrics import si_sdr
+from flowsci.audio.resynthesis import griffin_lim_resynthesis
 from flowsci.config import Config, EvalConfig, SampleConfig
 from flowsci.data import DataSplits
 from flowsci.errors import ConfigError
@@ -36,7 +38,7 @@ from flowsci_domains.separation.autoencoder_cache import ensure_autoencoder
 from flowsci_domains.separation.base import SeparationBase, SpectrogramFields
 from flowsci_domains.separation.chorales import VOICES
 from flowsci_domains.separation.codec import LatentCodec
-from flowsci_domains.separation.features import SplitFeatures, log_mel, query_rng
+from flowsci_domains.separation.features import SplitFeatures, log_mel, mel_from_log, mels, query_rng
 from flowsci_domains.separation.figures import nfe_figure, spectrogram_figure
 from flowsci_domains.separation.mask_separator import MaskObjective, MaskObjectiveConfig
 from flowsci_domains.separation.queries import MAX_QUERY_LENGTH, QueryVocabulary, queries
@@ -141,34 +143,31 @@ class Separator(SeparationBase):
         roles = features.roles(features.rows[rows])
         mixture = features.mixture_waves(features.rows[rows])
         target = features.target_waves(features.rows[rows])
-        from flowsci.audio.metrics import si_sdr
         metrics = {"si_sdr_mixture": float(si_sdr(mixture, target).mean()),
                    "parameters": float(sum(p.numel() for p in model.parameters()))}
         query = self.query(cfg, features, "test")
         query = {k: v[rows] for k, v in query.items()}
-        artifacts: dict[str, Any] = {"rows": rows}
         names = ("si_sdr", "si_sdri", "mel_l1")
         for steps in self.step_counts(cfg):
             start = time.perf_counter()
             estimate, nfe = self.estimate(model, cfg, features, rows, query, steps)
             main = steps == cfg.sample.steps
-            scores, waves = score_rows(estimate, features, features.rows[rows], spectrogram,
-                                       with_sdr=main and e.sdr, griffin_lim=e.griffin_lim if main else 0)
+            scores = score_rows(estimate, features, features.rows[rows], spectrogram,
+                                with_sdr=main and e.sdr, griffin_lim=e.griffin_lim if main else 0)
             seconds = time.perf_counter() - start
             if main:
                 clip_seconds = mixture.shape[-1] / cfg.data.sample_rate
                 metrics.update(summarize(scores, roles, per_role=("si_sdr", "si_sdri", "mel_l1")))
                 metrics["seconds_per_audio_second"] = seconds / (len(roles) * clip_seconds)
                 metrics["nfe"] = float(nfe)
-                artifacts.update(estimate=estimate, waves=waves)
             if len(self.step_counts(cfg)) > 1:
                 metrics.update(summarize({k: scores[k] for k in names}, roles, suffix=f"_nfe{nfe}"))
         if cfg.settings.query == "text":
             heldout = {k: v[rows] for k, v in self.query(cfg, features, "test", heldout=True).items()}
             estimate, _ = self.estimate(model, cfg, features, rows, heldout, cfg.sample.steps)
-            scores, _ = score_rows(estimate, features, features.rows[rows], spectrogram)
+            scores = score_rows(estimate, features, features.rows[rows], spectrogram)
             metrics.update(summarize(scores, roles, suffix="_heldout"))
-        return Evaluation(metrics, artifacts)
+        return Evaluation(metrics)
 
     def figures(self, model: torch.nn.Module, data: DataSplits, cfg: Config,
                 evaluation: Evaluation | None = None) -> dict[str, Any]:
@@ -182,8 +181,6 @@ class Separator(SeparationBase):
         rows = features.rows[picks]
         mixture, target = features.mixture_waves(rows), features.target_waves(rows)
         waves = resynthesize(estimate, mixture, spectrogram)
-        from flowsci.audio.resynthesis import griffin_lim_resynthesis
-        from flowsci_domains.separation.features import mel_from_log
         gl = griffin_lim_resynthesis(mel_from_log(estimate, spectrogram), spectrogram, mixture.shape[-1],
                                      iterations=max(cfg.eval.griffin_lim, 1),
                                      generator=torch.Generator().manual_seed(0))
@@ -332,7 +329,6 @@ class Separation(Separator):
         factor = 4 * spectrogram.hop  # the autoencoder halves the frames twice
         length = mixture.shape[-1]
         padded = torch.nn.functional.pad(mixture, (0, (-(length + spectrogram.hop)) % factor))
-        from flowsci_domains.separation.features import mels
         observation = codec.encode(log_mel(mels(padded[None], spectrogram), spectrogram))
         observation = observation.expand(len(texts), *observation.shape[1:])
         x0 = torch.randn(observation.shape, generator=torch.Generator().manual_seed(seed))

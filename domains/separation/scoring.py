@@ -22,12 +22,12 @@ def resynthesize(estimate: torch.Tensor, mixture: torch.Tensor, spectrogram: Spe
 
 def score_rows(estimate: torch.Tensor, features: SplitFeatures, rows: torch.Tensor,
                spectrogram: SpectrogramSettings, *, with_sdr: bool = False, griffin_lim: int = 0
-               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Per-row scores (R,) of estimated log-mels (R, M, F) of ``rows`` (R, 3), and the
-    mixture-phase waves (R, T). ``si_sdr``, ``si_sdri`` (against the mixture), ``mel_l1`` (to the
-    target's log-mel); with ``with_sdr`` BSS Eval's ``sdr``; with ``griffin_lim`` iterations the
-    SI-SDR of Griffin-Lim's resynthesis (``si_sdr_griffin_lim``, the first GRIFFIN_LIM_ROWS rows),
-    which keeps no phase of the mixture."""
+               ) -> dict[str, torch.Tensor]:
+    """Per-row scores (R,) of estimated log-mels (R, M, F) of ``rows`` (R, 3), resynthesised with the
+    mixtures' phase: ``si_sdr``, ``si_sdri`` (against the mixture), ``mel_l1`` (to the target's
+    log-mel); with ``with_sdr`` BSS Eval's ``sdr``; with ``griffin_lim`` iterations the SI-SDR of
+    Griffin-Lim's resynthesis (``si_sdr_griffin_lim``, the first GRIFFIN_LIM_ROWS rows), which
+    keeps no phase of the mixture."""
     mixture, target = features.mixture_waves(rows), features.target_waves(rows)
     wave = resynthesize(estimate, mixture, spectrogram)
     scores = {"si_sdr": si_sdr(wave, target), "si_sdri": si_sdr_improvement(wave, target, mixture),
@@ -40,7 +40,7 @@ def score_rows(estimate: torch.Tensor, features: SplitFeatures, rows: torch.Tens
         gl = griffin_lim_resynthesis(mel_from_log(estimate[few], spectrogram), spectrogram, target.shape[-1],
                                      iterations=griffin_lim, generator=generator)
         scores["si_sdr_griffin_lim"] = si_sdr(gl, target[few])
-    return {k: v.double() for k, v in scores.items()}, wave
+    return {k: v.double() for k, v in scores.items()}
 
 
 def summarize(scores: dict[str, torch.Tensor], roles: list[str], suffix: str = "",
