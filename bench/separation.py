@@ -24,7 +24,6 @@ Writes ``bench/results/separation.{json,md,png}`` and ``separation_roles.png``.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -41,6 +40,7 @@ import flowsci
 from flowsci.atomic import atomic_write_text
 from flowsci.checkpoint import load_model
 from flowsci.config import load_config
+from flowsci.metrics_log import read_metrics
 from flowsci.registry import create_domain
 from flowsci_domains.separation.chorales import VOICES
 
@@ -64,14 +64,11 @@ def run_commands(work: Path, seed: int) -> dict[str, list[str]]:
 def final_metrics(run: Path) -> dict[str, float] | None:
     """The last evaluation of a finished run (None when it has not finished)."""
     path = run / "metrics.csv"
-    if not path.is_file():
-        return None
-    with path.open() as fh:
-        rows = [r for r in csv.DictReader(fh) if r["phase"] == "eval"]
+    rows = [r for r in read_metrics(path) if r[1] == "eval"] if path.is_file() else []
     if not rows:
         return None
-    last = max(int(r["step"]) for r in rows)
-    return {r["name"]: float(r["value"]) for r in rows if int(r["step"]) == last}
+    last = max(step for step, *_ in rows)
+    return {name: value for step, _, name, value in rows if step == last}
 
 
 def train_runs(work: Path, seed: int, jobs: int) -> None:

@@ -1,6 +1,6 @@
 """FlowSep's claims (issue 24) at CPU scale on held-out Bach chorales, read from the committed
 benchmark result (``python bench/separation.py``, bench/results/separation.json) instead of
-re-training its four models (about 45 minutes on one core); ``pytest -m slow``. Rerun the
+re-training its four models (31 minutes, two runs at a time on two cores); ``pytest -m slow``. Rerun the
 benchmark to refresh the numbers these tests read.
 
 A claim the benchmark does not reproduce is a strict xfail with its numbers.

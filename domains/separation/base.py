@@ -62,6 +62,7 @@ class SeparationBase(DomainBase):
 
     def __init__(self) -> None:
         self._features: dict[tuple[str, str], SplitFeatures] = {}
+        self._normalization: dict[str, MelNormalization] = {}
 
     # --- data ----------------------------------------------------------------------------
 
@@ -100,4 +101,9 @@ class SeparationBase(DomainBase):
         return self._features[key]
 
     def normalization(self, cfg: Config) -> MelNormalization:
-        return normalization(self.features(cfg, "train"), self.spectrogram(cfg))
+        """The log-mel normalisation of this run's data file (computed once per run: the data,
+        the objective, the codec and every evaluation use it)."""
+        key = str(self.data_file(cfg))
+        if key not in self._normalization:
+            self._normalization[key] = normalization(self.features(cfg, "train"), self.spectrogram(cfg))
+        return self._normalization[key]
