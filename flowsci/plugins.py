@@ -34,7 +34,9 @@ class Objective(Protocol):
 
     Optional: ``costly_pairing`` (True), ``pair(batch, generator) -> batch`` and
     ``paired_loss(model, batch)``; the Trainer then pairs each batch ahead of its step
-    (:mod:`flowsci.pairing`) and takes ``paired_loss`` of the paired batch.
+    (:mod:`flowsci.pairing`) and takes ``paired_loss`` of the paired batch. An objective with
+    training state of its own (running per-point errors, say) gives ``state_dict()`` and
+    ``load_state_dict(state)``: the Trainer keeps it in every checkpoint and restores it on resume.
     """
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]

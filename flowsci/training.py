@@ -198,6 +198,8 @@ class Trainer:
             **self.lbfgs.state_dict(),
             "train_seconds": self.train_seconds,
             "adam_metrics": self.adam_metrics,
+            # an objective with training state (e.g. scheduled query sampling's running errors)
+            "objective": self.objective.state_dict() if hasattr(self.objective, "state_dict") else None,
         }
 
     def _check_resumable(self) -> None:
@@ -247,6 +249,8 @@ class Trainer:
         self.lbfgs.load_state_dict(state)
         self.train_seconds = float(state.get("train_seconds", 0.0))
         self.adam_metrics = dict(state.get("adam_metrics", {}))
+        if state.get("objective") is not None and hasattr(self.objective, "load_state_dict"):
+            self.objective.load_state_dict(state["objective"])
 
     def _init_weights(self, source: str) -> None:
         """Start from the weights (EMA when present) of another run's checkpoint (reflow,

@@ -21,7 +21,7 @@ def test_every_first_party_domain_has_a_config_here():
     domains = {load_config(path).domain for path in CONFIGS}
     assert domains == {"toy2d", "turbulence", "turbulence3d", "rotations", "backbones", "population",
                        "letter_clouds", "lpinn", "kinetic", "images", "separation", "separation_mask",
-                       "separation_autoencoder"}
+                       "separation_autoencoder", "sparse_flow"}
 
 
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)

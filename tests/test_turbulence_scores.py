@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowsci_domains.turbulence.ensemble_scores import crps, spread_skill_ratio
+from flowsci.ensemble_scores import crps, spread_skill_ratio
 from flowsci_domains.turbulence.objectives import relative_l2
 
 

@@ -38,13 +38,13 @@ from flowsci.data import (
     write_dataset,
 )
 from flowsci.data.lifecycle import LOADER_KEYS
+from flowsci.ensemble_scores import crps, spread_skill_ratio
 from flowsci.errors import ConfigError, DataError
 from flowsci.flow_matching import FlowMatching, FlowMatchingConfig, Sampler
 from flowsci.plugins import DomainBase, Evaluation, build_model
 from flowsci.registry import model_parameters
 from flowsci_domains.turbulence import figures as plots
 from flowsci_domains.turbulence.classical import DATA_ARGUMENTS
-from flowsci_domains.turbulence.ensemble_scores import crps, spread_skill_ratio
 from flowsci_domains.turbulence.flow_metrics import correlation_time, velocity_profiles, vorticity_correlation
 from flowsci_domains.turbulence.generate import dns_seconds_per_time_unit, generate_kolmogorov
 from flowsci_domains.turbulence.objectives import FlowOneStepObjective, OneStepObjective, relative_l2

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
-from flowsci_domains.turbulence.ensemble_scores import crps, spread_skill_ratio
+from flowsci.ensemble_scores import crps, spread_skill_ratio
 
 Spectrum = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 Statistic = Callable[[torch.Tensor], torch.Tensor]

@@ -3,7 +3,7 @@
 Vorticity form on the periodic box [0, 2pi)^2:
 
     dw/dt + u . grad(w) = nu lap(w) - alpha w + f,   u = (d psi/dy, -d psi/dx),   -lap(psi) = w,
-    f(x, y) = A cos(k_f y).
+    f(x, y) = A cos(k_f y)   (or any given forcing field f, ``Kolmogorov2D(forcing=...)``).
 
 An LES adds the curl of the divergence of an eddy-viscosity stress, curl div(2 nu_t S), with
 nu_t from a closure of :mod:`flowsci_domains.turbulence.les` (``Kolmogorov2D(closure=...)``).
@@ -153,6 +153,10 @@ class Kolmogorov2D:
     the Fourier-series coefficient (w = sum_k w_k e^{i k.x}) of k_y = a and
     k_x = b for b <= K, b - (2K + 1) otherwise; modes with k_y < 0 are the conjugates.
 
+    ``forcing`` (a real (n, n) field on the solver's grid) replaces A cos(k_f y) by that
+    time-independent vorticity forcing; its kept modes are what the solver integrates, and
+    ``forcing_amplitude``/``forcing_wavenumber`` are then ignored.
+
     Time stepping is integrating-factor RK4: the linear part L = -nu |k|^2 - alpha and the
     constant forcing are integrated exactly (the affine flow w -> e^{Lh} w + h phi1(Lh) f_k
     with phi1(z) = (e^z - 1) / z), the advection term explicitly with classical RK4. Advection
@@ -175,7 +179,8 @@ class Kolmogorov2D:
     def __init__(self, n: int = 128, nu: float = 1e-3, drag: float = 0.1,
                  forcing_amplitude: float = 4.0, forcing_wavenumber: int = 4,
                  dt: float | None = None, dealias: str = "two_thirds",
-                 closure: EddyViscosityClosure | None = None) -> None:
+                 closure: EddyViscosityClosure | None = None,
+                 forcing: torch.Tensor | None = None) -> None:
         n = _integer("n", n)
         if n < 4:
             raise ValueError(f"n must be an integer >= 4, got {n!r}")
@@ -188,7 +193,7 @@ class Kolmogorov2D:
         self.kmax = (n - 1) // 3 if dealias == "two_thirds" else (n - 1) // 2
         self.product_grid = _fft_friendly_size(3 * self.kmax + 1) if dealias == "three_halves" else n
         forcing_wavenumber = _integer("forcing_wavenumber", forcing_wavenumber)
-        if not 1 <= forcing_wavenumber <= self.kmax:
+        if forcing is None and not 1 <= forcing_wavenumber <= self.kmax:
             raise ValueError(f"forcing_wavenumber must be an integer in [1, {self.kmax}] "
                              f"(the largest kept wavenumber at n={n}), got {forcing_wavenumber!r}")
         if dt is not None and not dt > 0:
@@ -196,6 +201,12 @@ class Kolmogorov2D:
         if closure is not None and not isinstance(closure, EddyViscosityClosure):
             raise ValueError(f"closure must be an EddyViscosityClosure (e.g. Smagorinsky(c=0.1)) or None, "
                              f"got {closure!r}")
+        if forcing is not None and (not isinstance(forcing, torch.Tensor) or not forcing.is_floating_point()
+                                    or tuple(forcing.shape) != (n, n)):
+            got = (f"{forcing.dtype} tensor of shape {tuple(forcing.shape)}"
+                   if isinstance(forcing, torch.Tensor) else type(forcing).__name__)
+            raise ValueError(f"forcing must be a real floating-point tensor of shape ({n}, {n}) (the "
+                             f"solver's grid) or None, got a {got}")
         self.n = n
         self.nu = float(nu)
         self.drag = float(drag)
@@ -203,6 +214,7 @@ class Kolmogorov2D:
         self.forcing_wavenumber = forcing_wavenumber
         self.dealias = dealias
         self.closure = closure
+        self.forcing = None if forcing is None else forcing.detach().to("cpu", torch.float64).clone()
         self.dt = float(dt) if dt is not None else COURANT * (2 * math.pi / n) / VELOCITY_SCALE
         self._cache: dict[tuple[float, torch.dtype, torch.device], _Operators] = {}
 
@@ -365,9 +377,12 @@ class Kolmogorov2D:
         ky = torch.arange(k + 1, dtype=torch.float64).reshape(-1, 1)
         k2 = kx ** 2 + ky ** 2
         linear = -self.nu * k2 - self.drag
-        # A cos(k_f y) = (A/2) e^{i k_f y} + c.c.: coefficient A/2 at k_y = k_f, k_x = 0
-        forcing_hat = torch.zeros(k + 1, 2 * k + 1, dtype=torch.float64)
-        forcing_hat[self.forcing_wavenumber, 0] = self.forcing_amplitude / 2
+        if self.forcing is not None:
+            forcing_hat = self._forward(self.forcing)
+        else:
+            # A cos(k_f y) = (A/2) e^{i k_f y} + c.c.: coefficient A/2 at k_y = k_f, k_x = 0
+            forcing_hat = torch.zeros(k + 1, 2 * k + 1, dtype=torch.float64)
+            forcing_hat[self.forcing_wavenumber, 0] = self.forcing_amplitude / 2
 
         def integrated_forcing(h: float) -> torch.Tensor:
             """h phi1(L h) f_k: the exact response of dw/dt = L w + f over h from w = 0."""
