@@ -8,6 +8,7 @@
 #   make kinetic     set up and fit the learned 2-D closure of the kinetic theory (a priori, ~30 s)
 #   make images      set up and train the class-conditional U-Net on MNIST-5k at 14×14 (~6 min)
 #   make separation  set up, render Bach chorales per voice and train the query-conditioned flow separator
+#   make sparse_flow set up, solve 2-D Navier-Stokes and train the observer on 10 % of the points (~15 min)
 #   make lint        set up and run the linter (ruff, configured in pyproject.toml)
 #   make test        set up and run the default test tier
 PYTHON ?= python3
@@ -16,8 +17,8 @@ BIN    := $(VENV)/bin
 PIP    := $(BIN)/python -m pip install --disable-pip-version-check -c constraints.txt
 STAMP  := $(VENV)/.flowsci-installed
 
-.PHONY: install demo turbulence rotations backbones population lpinn kinetic images separation lint test test-slow bench-deps bench bench-turbulence \
-	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images bench-one-step bench-restoration bench-restoration-fields bench-separation bench-throughput bench-ot-pipeline clean
+.PHONY: install demo turbulence rotations backbones population lpinn kinetic images separation sparse_flow lint test test-slow bench-deps bench bench-turbulence \
+	bench-turbulence-operators bench-rotations bench-population bench-lpinn bench-kinetic bench-images bench-one-step bench-restoration bench-restoration-fields bench-separation bench-sparse-flow bench-throughput bench-ot-pipeline clean
 
 install: $(STAMP)
 
@@ -55,6 +56,9 @@ images: install
 
 separation: install
 	$(BIN)/flowsci train domains/separation.yaml
+
+sparse_flow: install
+	$(BIN)/flowsci train domains/sparse_flow.yaml
 
 lint: install
 	$(BIN)/ruff check .
@@ -110,6 +114,9 @@ bench-restoration-fields: install  # FlowChef and PMRF on turbulence fields
 
 bench-separation: install  # FlowSep vs the mask separator and the VP-path model on held-out chorales
 	$(BIN)/python bench/separation.py
+
+bench-sparse-flow: install  # observer vs interpolation vs flow ensemble at three densities (two runs at a time)
+	$(BIN)/python bench/sparse_flow.py
 
 bench-throughput: install
 	$(BIN)/python bench/throughput.py

@@ -313,11 +313,12 @@ class SparseFlow(DomainBase):
         n = math.isqrt(truth.shape[-1])
         obs = self.observation(cfg, n, truth.shape[0])
         frames = cfg.eval.figure_frames or sorted({0, 1, truth.shape[0] // 2, truth.shape[0] - 1})
-        label = f"{cfg.model.name} (space_sub {cfg.settings.space_sub:g})"
+        label = {"observer": "observer", "rollout": "GNN + interpolation", "flow": "ensemble mean"}[
+            cfg.objective.kind]
+        title = f"{cfg.model.name}, space_sub {cfg.settings.space_sub:g}: first test trajectory"
         spread = evaluation.artifacts.get("spread")
         if spread is not None:
             spread = spread[0].view(-1, n, n)
-            label = f"ensemble mean (space_sub {cfg.settings.space_sub:g})"
         return {"fields": plots.field_panels(truth.view(-1, n, n), fields.view(-1, n, n), obs, frames, label,
-                                             spread),
+                                             title, spread),
                 "errors": plots.error_bars(evaluation.metrics, label)}

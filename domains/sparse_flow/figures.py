@@ -13,9 +13,10 @@ SPLITS = (("in_t_in_s", "observed t,\nobserved x"), ("in_t_out_s", "observed t,\
 
 
 def field_panels(truth: torch.Tensor, fields: torch.Tensor, obs: Observation, frames: list[int],
-                 label: str, spread: torch.Tensor | None = None) -> Figure:
-    """Rows: the truth with the observed points marked (at observed frames), the model's field,
-    its error (and, with ``spread`` (T, n, n), the ensemble's standard deviation), at ``frames``.
+                 label: str, title: str, spread: torch.Tensor | None = None) -> Figure:
+    """Rows: the truth with the observed points marked (at observed frames), the model's field
+    (row ``label``), its error (and, with ``spread`` (T, n, n), the ensemble's standard deviation),
+    at ``frames``; ``title`` above all.
 
     truth, fields: (T, n, n) with [t, i, j] at (x_i, y_j); x is drawn horizontally."""
     observed_frames = set(obs.frames.tolist())
@@ -26,7 +27,8 @@ def field_panels(truth: torch.Tensor, fields: torch.Tensor, obs: Observation, fr
             (error, "error", "PuOr", -error_limit, error_limit)]
     if spread is not None:
         rows.append((spread, "ensemble std", "magma", 0.0, error_limit))
-    fig = Figure(figsize=(2.5 * len(frames) + 1.2, 2.5 * len(rows)))
+    fig = Figure(figsize=(2.5 * len(frames) + 1.2, 2.5 * len(rows) + 0.3))
+    fig.suptitle(title, fontsize=9)
     axes = fig.subplots(len(rows), len(frames), squeeze=False)
     points = obs.positions.numpy()
     for row, (values, name, cmap, low, high) in enumerate(rows):
