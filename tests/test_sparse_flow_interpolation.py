@@ -16,11 +16,11 @@ import torch
 from scipy.interpolate import griddata
 
 from flowsci_domains.sparse_flow.interpolation import (
-    grid_points,
     interpolate_space,
     interpolate_time,
     interpolate_trajectories,
 )
+from flowsci_domains.sparse_flow.observations import grid_positions
 
 N_GRID = 64
 
@@ -46,7 +46,7 @@ def edge_band(n: int = N_GRID, width: int = 2) -> np.ndarray:
 def interpolate_smooth(density: float, method: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The smooth field interpolated from the grid points ``observed(density)``: (result (n, n), truth
     (n, n), observed indices)."""
-    grid = grid_points(N_GRID)
+    grid = grid_positions(N_GRID, torch.float64).numpy()
     obs = observed(density)
     out = interpolate_space(torch.tensor(field(grid[obs]))[None], torch.tensor(grid[obs]), N_GRID, method)
     return out[0].numpy(), field(grid).reshape(N_GRID, N_GRID), obs
@@ -57,7 +57,7 @@ def rel_error(out: np.ndarray, truth: np.ndarray) -> float:
 
 
 def test_grid_points_follow_the_domain_convention() -> None:
-    grid = grid_points(4).reshape(4, 4, 2)
+    grid = grid_positions(4, torch.float64).numpy().reshape(4, 4, 2)
     assert np.array_equal(grid[2, 3], [0.5, 0.75]) and np.array_equal(grid[3, 0], [0.75, 0.0])
 
 
@@ -82,7 +82,7 @@ def test_exact_at_observed_points_and_no_artefacts_at_the_edges(method: str) -> 
 def test_periodic_tiling_matters_near_the_edges() -> None:
     """Non-periodic cubic griddata leaves NaN outside the hull and is far worse on the edge band."""
     out, truth, obs = interpolate_smooth(0.1, "cubic")
-    grid = grid_points(N_GRID)
+    grid = grid_positions(N_GRID, torch.float64).numpy()
     plain = griddata(grid[obs], field(grid[obs]), grid, method="cubic").reshape(N_GRID, N_GRID)
     edge = edge_band()
     assert np.isnan(plain[edge]).any()
@@ -93,7 +93,7 @@ def test_periodic_tiling_matters_near_the_edges() -> None:
 @pytest.mark.parametrize("method", ["linear", "cubic"])
 def test_very_sparse_points_still_cover_the_box(method: str) -> None:
     """Three points: their images within the default margin cannot cover the box; no NaN nonetheless."""
-    grid = grid_points(16)
+    grid = grid_positions(16, torch.float64).numpy()
     obs = np.array([17, 90, 200])
     values = torch.tensor([[1.0, -2.0, 0.5]], dtype=torch.float64)
     out = interpolate_space(values, torch.tensor(grid[obs]), 16, method)
@@ -114,7 +114,7 @@ def test_batched_call_equals_separate_griddata_calls(method: str, margin: float,
     positions = rng.random((150, 2))
     values = rng.standard_normal((batch, 150))
     tiled = np.concatenate([positions + np.array(s) for s in itertools.product((-1, 0, 1), repeat=2)])
-    grid = grid_points(n)
+    grid = grid_positions(n, torch.float64).numpy()
     expected = np.stack([griddata(tiled, np.tile(v, 9), grid, method=method).reshape(n, n) for v in values])
     out = interpolate_space(torch.tensor(values), torch.tensor(positions), n, method, margin)
     assert out.shape == (batch, n, n) and out.dtype == torch.float64
@@ -157,7 +157,7 @@ def test_trajectories_are_exact_in_space_and_linear_in_time_at_observed_points()
     """At the observed points the space step is exact, so every frame is numpy.interp of the observations;
     off them, the observed frames are the spatial interpolants of the frames."""
     n, n_frames, frames = 16, 9, [0, 2, 4, 6, 8]
-    grid = grid_points(n)
+    grid = grid_positions(n, torch.float64).numpy()
     obs = observed(0.25, n)
     rng = np.random.default_rng(3)
     values = torch.tensor(field(grid[obs]) * rng.standard_normal((2, len(frames), 1)) + rng.random((2, 5, 1)))

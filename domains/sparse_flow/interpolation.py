@@ -16,15 +16,10 @@ import torch
 from scipy.interpolate import CloughTocher2DInterpolator, LinearNDInterpolator
 from scipy.spatial import Delaunay, cKDTree
 
+from flowsci_domains.sparse_flow.observations import grid_positions
+
 METHODS = ("linear", "cubic", "nearest")
 DISTINCT_TOL = 1e-9  # closer positions count as one point (periodic distance)
-
-
-def grid_points(n: int) -> np.ndarray:
-    """The n x n grid of the unit torus as (n * n, 2) float64; row i * n + j is the point (i/n, j/n)."""
-    axis = np.arange(n) / n
-    xx, yy = np.meshgrid(axis, axis, indexing="ij")
-    return np.stack([xx.reshape(-1), yy.reshape(-1)], axis=1)
 
 
 def _wrap(positions: np.ndarray) -> np.ndarray:
@@ -80,7 +75,7 @@ def interpolate_space(values: torch.Tensor, positions: torch.Tensor | np.ndarray
     if cKDTree(pos, boxsize=1.0).query_pairs(DISTINCT_TOL):
         raise ValueError(f"positions must be distinct on the torus (no two within {DISTINCT_TOL})")
     vals = values.detach().cpu().to(torch.float64).numpy().T  # (N, B)
-    grid = grid_points(n)
+    grid = grid_positions(n, torch.float64).numpy()
     if method == "nearest":
         _, nearest = cKDTree(pos, boxsize=1.0).query(grid)
         out = vals[nearest]

@@ -33,12 +33,12 @@ def observed_points(n: int, space_sub: float, seed: int) -> torch.Tensor:
     return torch.randperm(n * n, generator=generator)[:count].sort().values
 
 
-def grid_positions(n: int) -> torch.Tensor:
-    """Coordinates (n * n, 2) float32 of the grid points in flat order: row i * n + j is (i / n, j / n)."""
+def grid_positions(n: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Coordinates (n * n, 2) of the grid points in flat order: row i * n + j is (i / n, j / n)."""
     n = _int_at_least("n", n, 1)
     axis = torch.arange(n, dtype=torch.float64) / n
     x, y = torch.meshgrid(axis, axis, indexing="ij")
-    return torch.stack([x.reshape(-1), y.reshape(-1)], dim=-1).to(torch.float32)
+    return torch.stack([x.reshape(-1), y.reshape(-1)], dim=-1).to(dtype)
 
 
 def observed_frames(n_frames: int, time_sub: int) -> torch.Tensor:
