@@ -151,6 +151,10 @@ def test_anchors_cover_the_trajectory_and_sit_on_observed_frames() -> None:
     obs = create_domain("sparse_flow").observation(config("sparse_flow"), 16, 21)
     assert obs.frames.tolist() == list(range(0, 21, 2))
     assert obs.anchor_frames.tolist() == [0, 4, 8, 12, 16, 20]
+    assert obs.anchor_slots.tolist() == [0, 2, 4, 6, 8, 10]
+    short = create_domain("sparse_flow").observation(config("sparse_flow"), 16, 7)
+    assert short.anchor_frames.tolist() == [0, 4, 8]
+    assert short.anchor_slots.tolist() == [0, 2]  # frame 8 is past the end
 
 
 def test_bad_settings_name_the_key() -> None:

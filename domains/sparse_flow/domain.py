@@ -139,6 +139,10 @@ class SparseFlow(DomainBase):
     SampleSettings = SparseFlowSample
     EvalSettings = SparseFlowEval
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._statistics: dict[tuple, tuple[float, float]] = {}
+
     # --- data ----------------------------------------------------------------------------
 
     def data_name(self, cfg: Config) -> str:
@@ -213,10 +217,15 @@ class SparseFlow(DomainBase):
     # --- model and objective -------------------------------------------------------------
 
     def statistics(self, cfg: Config) -> tuple[float, float]:
-        """Mean and std of the training values on the sparse set (all a model may see)."""
-        n, n_frames = self.shape(cfg)
-        sparse = self.observation(cfg, n, n_frames).on_sparse_set(self.trajectories(cfg, "train"))
-        return float(sparse.mean()), float(sparse.std())
+        """Mean and std of the training values on the sparse set (all a model may see); computed
+        once per run and observation (the model, the flow's data and every evaluation read it)."""
+        s = cfg.settings
+        key = (str(self.data_file(cfg)), s.space_sub, s.time_sub, s.mask_seed)
+        if key not in self._statistics:
+            n, n_frames = self.shape(cfg)
+            sparse = self.observation(cfg, n, n_frames).on_sparse_set(self.trajectories(cfg, "train"))
+            self._statistics[key] = float(sparse.mean()), float(sparse.std())
+        return self._statistics[key]
 
     def build_model(self, cfg: Config) -> torch.nn.Module:
         for reserved in ("mean", "std"):
@@ -258,12 +267,10 @@ class SparseFlow(DomainBase):
         initial = obs.on_sparse_set(trajectories)[:, 0]
         if cfg.objective.kind == "rollout":
             fields, rolled = rollout_fields(model, initial, obs, n, cfg.eval.interpolation)
-            slot = {int(f): i for i, f in enumerate(obs.frames)}
-            inside = obs.anchor_frames[obs.anchor_frames < obs.n_frames]
-            forecast = rolled[:, [slot[int(f)] for f in inside]]
+            forecast = rolled[:, obs.anchor_slots]
         else:
             fields, forecast = observer_fields(model, initial, obs, n, cfg.eval.chunk)
-            forecast = forecast[:, :int((obs.anchor_frames < obs.n_frames).sum())]
+            forecast = forecast[:, :len(obs.anchor_slots)]
         return fields, forecast_error(forecast, trajectories, obs)
 
     def evaluate(self, model: torch.nn.Module, data: DataSplits, cfg: Config) -> Evaluation:

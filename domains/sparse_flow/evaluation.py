@@ -79,6 +79,5 @@ def field_errors(fields: torch.Tensor, trajectories: torch.Tensor, obs: Observat
 def forecast_error(forecast: torch.Tensor, trajectories: torch.Tensor, obs: Observation) -> float:
     """MSE of forecasts (B, K', N) on the observed nodes at the K' anchor frames inside the
     trajectory, against (B, T, n * n)."""
-    inside = obs.anchor_frames[obs.anchor_frames < obs.n_frames]
-    truth = trajectories[:, inside][:, :, obs.observed]
+    truth = trajectories[:, obs.frames[obs.anchor_slots]][:, :, obs.observed]
     return float((forecast - truth).square().mean())

@@ -71,6 +71,13 @@ class Observation:
         """(K,) normalised anchor times tau = frame / (n_frames - 1)."""
         return self.anchor_frames.float() / (self.n_frames - 1)
 
+    @property
+    def anchor_slots(self) -> torch.Tensor:
+        """(K',) positions in ``frames`` of the anchor frames inside the trajectory (anchors are
+        every anchor_every-th observed frame, so they are observed frames)."""
+        inside = self.anchor_frames[self.anchor_frames < self.n_frames]
+        return torch.searchsorted(self.frames, inside)
+
     def on_sparse_set(self, trajectories: torch.Tensor) -> torch.Tensor:
         """(B, T, n * n) full-grid trajectories -> (B, F, N) at the observed frames and points."""
         return trajectories[:, self.frames][:, :, self.observed]
@@ -104,7 +111,8 @@ class ObserverObjective:
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         s, obs = self.settings, self.obs
-        sparse = obs.on_sparse_set(batch["trajectory"])                       # (B, F, N)
+        at_frames = batch["trajectory"][:, obs.frames]                        # (B, F, n²)
+        sparse = at_frames[:, :, obs.observed]                                # (B, F, N)
         index = batch["index"]
         n_nodes = sparse.shape[-1]
         kept = torch.randperm(n_nodes)[:max(3, round(s.node_keep * n_nodes))].sort().values
@@ -112,10 +120,8 @@ class ObserverObjective:
         anchors = model.anchors(sparse[:, 0, kept], obs.positions[kept], edges, len(obs.anchor_frames))
 
         # forecast loss on the kept nodes at the anchors inside the trajectory
-        inside = obs.anchor_frames < obs.n_frames
-        forecast = model.forecast(anchors)[:, inside]                          # (B, K', N')
-        frame_slot = {int(f): i for i, f in enumerate(obs.frames)}
-        slots = [frame_slot[int(f)] for f in obs.anchor_frames[inside]]
+        slots = obs.anchor_slots
+        forecast = model.forecast(anchors)[:, :len(slots)]                     # (B, K', N')
         forecast_loss = (forecast - sparse[:, slots][:, :, kept]).square().mean()
 
         # queries: observed frame f, supervised point p, drawn ~ running error
@@ -125,7 +131,7 @@ class ObserverObjective:
         slot, point = picks // len(self.points), picks % len(self.points)
         taus = obs.frames[slot].float() / (obs.n_frames - 1)
         queries = torch.cat([self.point_positions[point], taus.unsqueeze(-1)], dim=-1)  # (B, Q, 3)
-        supervised = batch["trajectory"][:, obs.frames][:, :, self.points]    # (B, F, P)
+        supervised = at_frames[:, :, self.points]                             # (B, F, P)
         target = torch.gather(supervised.flatten(1), 1, picks)
         prediction = model.observe(anchors, obs.positions[kept], obs.anchor_times, queries)
         squared = (prediction - target).square()
@@ -143,11 +149,11 @@ class RolloutObjective:
 
     def __init__(self, observation: Observation):
         self.obs = observation
+        self.edges, _ = delaunay_graph(observation.positions)  # one graph for the whole run
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         obs = self.obs
         sparse = obs.on_sparse_set(batch["trajectory"])
-        edges, _ = delaunay_graph(obs.positions)
-        rolled = model.rollout(sparse[:, 0], obs.positions, edges, sparse.shape[1] - 1)
+        rolled = model.rollout(sparse[:, 0], obs.positions, self.edges, sparse.shape[1] - 1)
         errors = (rolled[:, 1:] - sparse[:, 1:]).square().mean(dim=(0, 2))
         return errors.mean(), {"last_frame_loss": float(errors[-1].detach())}
